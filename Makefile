@@ -1,0 +1,53 @@
+# Signal — build, test and demo entry points.
+#   make          build bin/signal and the standalone Lua module
+#   make deps     install missing Debian packages and npm dev dependencies
+#   make test     deps + build + C tests + busted specs + SDK tests (own Redis)
+#   make run      the demo: private Redis, Amperity sandbox, engine, demo page
+#   make bench    reproducible benchmarks (bench/README.md)
+
+CC      ?= cc
+PKGS     = luajit libevent libevent_pthreads libcurl hiredis libcrypto zlib
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-format-truncation -fno-strict-aliasing \
+           $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+# The standalone module resolves Lua symbols from the host luajit.
+MODLIBS  = $(shell pkg-config --libs libevent libevent_pthreads libcurl hiredis libcrypto zlib 2>/dev/null) -lpthread
+
+CORE_SRC = engine/l_core.c engine/l_crypto.c engine/l_http.c engine/l_redis.c \
+           engine/log.c engine/worker.c engine/server.c
+HDRS     = $(wildcard engine/*.h)
+
+all: bin/signal build/lua/signal/core.so
+
+bin/signal: engine/main.c $(CORE_SRC) $(HDRS)
+	@mkdir -p bin
+	$(CC) $(CFLAGS) -o $@ engine/main.c $(CORE_SRC) $(LIBS)
+
+build/lua/signal/core.so: $(CORE_SRC) $(HDRS)
+	@mkdir -p build/lua/signal
+	$(CC) $(CFLAGS) -fPIC -shared -o $@ $(CORE_SRC) $(MODLIBS)
+
+build/test_core: engine/tests/test_core.c $(CORE_SRC) $(HDRS)
+	@mkdir -p build
+	$(CC) $(CFLAGS) -Iengine -o $@ engine/tests/test_core.c $(CORE_SRC) $(LIBS)
+
+deps:
+	@tools/deps.sh
+
+test: deps all build/test_core
+	@tools/test.sh
+
+check-memory: all build/test_core
+	@tools/check-memory.sh
+
+run: deps all
+	@tools/run-demo.sh
+
+bench: deps all
+	@bench/run.sh
+
+clean:
+	rm -rf bin build
+
+.PHONY: all deps test check-memory run bench clean

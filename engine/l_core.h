@@ -1,0 +1,17 @@
+/*
+ * l_core.h — the signal.core Lua module: how its parts are assembled.
+ * Each l_*.c file contributes one group of primitives (see engine/API.md).
+ */
+#ifndef SIGNAL_L_CORE_H
+#define SIGNAL_L_CORE_H
+
+#include <lua.h>
+
+/* Each adds its functions to the table on top of the stack. */
+void sg_open_crypto(lua_State *L);
+void sg_open_http(lua_State *L);    /* adds core.http */
+void sg_open_redis(lua_State *L);   /* adds core.redis */
+
+int luaopen_signal_core(lua_State *L);
+
+#endif

@@ -1,0 +1,89 @@
+/*
+ * l_crypto.c — hashing and secure random ids for Lua.
+ *
+ * sha256_hex backs linking-key hashing (email_sha256, phone_sha256) and the
+ * cache keys that must never hold PII in clear; random ids back message ids
+ * and the _dfdid device cookie, so they come from the OS CSPRNG, not rand().
+ */
+#include "l_core.h"
+
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <lauxlib.h>
+
+static const char HEX[] = "0123456789abcdef";
+
+static void to_hex(const unsigned char *in, size_t n, char *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = HEX[in[i] >> 4];
+        out[2 * i + 1] = HEX[in[i] & 15];
+    }
+}
+
+static int l_sha256_hex(lua_State *L)
+{
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (!EVP_Digest(s, len, md, &mdlen, EVP_sha256(), NULL))
+        return luaL_error(L, "sha256: OpenSSL digest failed");
+    char hex[2 * EVP_MAX_MD_SIZE];
+    to_hex(md, mdlen, hex);
+    lua_pushlstring(L, hex, 2 * mdlen);
+    return 1;
+}
+
+static int fill_random(unsigned char *buf, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = getrandom(buf + got, n - got, 0);
+        if (r < 0) return -1;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+static int l_random_hex(lua_State *L)
+{
+    lua_Integer n = luaL_optinteger(L, 1, 16);
+    luaL_argcheck(L, n > 0 && n <= 1024, 1, "byte count must be 1..1024");
+    unsigned char buf[1024];
+    char hex[2048];
+    if (fill_random(buf, (size_t)n) != 0)
+        return luaL_error(L, "random: getrandom failed");
+    to_hex(buf, (size_t)n, hex);
+    lua_pushlstring(L, hex, 2 * (size_t)n);
+    return 1;
+}
+
+static int l_uuid(lua_State *L)
+{
+    unsigned char b[16];
+    char out[37];
+    if (fill_random(b, sizeof b) != 0)
+        return luaL_error(L, "random: getrandom failed");
+    b[6] = (b[6] & 0x0f) | 0x40;   /* version 4 */
+    b[8] = (b[8] & 0x3f) | 0x80;   /* RFC 4122 variant */
+    snprintf(out, sizeof out,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
+             b[12], b[13], b[14], b[15]);
+    lua_pushlstring(L, out, 36);
+    return 1;
+}
+
+void sg_open_crypto(lua_State *L)
+{
+    static const luaL_Reg fns[] = {
+        { "sha256_hex", l_sha256_hex },
+        { "random_hex", l_random_hex },
+        { "uuid", l_uuid },
+        { NULL, NULL },
+    };
+    luaL_register(L, NULL, fns);
+}

@@ -1,0 +1,443 @@
+/*
+ * l_http.c — core.http.request: outbound HTTP for Lua (engine/API.md).
+ *
+ * In a worker, requests run on one libcurl multi handle per worker driven by
+ * the worker's libevent loop (CURLMOPT_SOCKETFUNCTION/TIMERFUNCTION, as in
+ * libcurl's hiper.c example). The multi handle keeps the connection cache, so
+ * keep-alive and HTTP/2 multiplexing are shared by every coroutine of the
+ * worker. Completion only queues the op; the result table is built when the
+ * loop resumes the coroutine (never from inside libcurl).
+ *
+ * Standalone, the same option setup runs through curl_easy_perform.
+ */
+#include "l_core.h"
+#include "log.h"
+#include "worker.h"
+
+#include <ctype.h>
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <lauxlib.h>
+
+#define DEFAULT_TIMEOUT_MS 10000L
+#define MAX_HOST_CONNECTIONS 1024L
+
+typedef struct http_op http_op;
+
+struct http_state {
+    worker_t *w;
+    CURLM *multi;
+    struct event *timer;
+    http_op *active;          /* in-flight ops, so shutdown can release them */
+};
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+} sbuf;
+
+struct http_op {
+    sg_op op;
+    http_op *prev, *next;
+    http_state *hs;
+    CURL *easy;
+    struct curl_slist *hdrs;
+    char *body;
+    sbuf resp, resp_hdrs;
+    long timeout_ms;
+    CURLcode result;
+    int too_large;
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+static int sbuf_add(sbuf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) return -1;
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    http_op *op = ud;
+    size_t n = size * nmemb;
+    if (op->resp.len + n > SG_MAX_RESPONSE_BODY) { op->too_large = 1; return 0; }
+    return sbuf_add(&op->resp, ptr, n) == 0 ? n : 0;
+}
+
+static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+    http_op *op = ud;
+    size_t n = size * nmemb;
+    /* A new status line (redirect, 100-continue) starts a new header block. */
+    if (n > 5 && memcmp(ptr, "HTTP/", 5) == 0) op->resp_hdrs.len = 0;
+    else if (op->resp_hdrs.len + n > SG_MAX_HEADERS_SIZE * 4) return n;
+    else if (sbuf_add(&op->resp_hdrs, ptr, n) != 0) return 0;
+    return n;
+}
+
+static void op_free(http_op *op)
+{
+    if (op->easy) curl_easy_cleanup(op->easy);
+    curl_slist_free_all(op->hdrs);
+    free(op->body);
+    free(op->resp.p);
+    free(op->resp_hdrs.p);
+    free(op);
+}
+
+static void op_destroy(sg_op *o) { op_free((http_op *)o); }
+
+/* The host part of the URL, for error messages a customer can act on. */
+static void url_host(CURL *easy, char *out, size_t cap)
+{
+    char *eff = NULL;
+    snprintf(out, cap, "the server");
+    curl_easy_getinfo(easy, CURLINFO_EFFECTIVE_URL, &eff);
+    if (!eff) return;
+    CURLU *u = curl_url();
+    char *host = NULL, *port = NULL;
+    if (u && curl_url_set(u, CURLUPART_URL, eff, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+        if (curl_url_get(u, CURLUPART_PORT, &port, 0) == CURLUE_OK && port)
+            snprintf(out, cap, "%s:%s", host, port);
+        else
+            snprintf(out, cap, "%s", host);
+    }
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(u);
+}
+
+static void error_text(http_op *op, char *out, size_t cap)
+{
+    char host[300];
+    url_host(op->easy, host, sizeof host);
+    /* Resolution errors name only the host: the port is noise there. */
+    const char *detail = op->errbuf[0] ? op->errbuf : curl_easy_strerror(op->result);
+    switch (op->result) {
+    case CURLE_COULDNT_RESOLVE_HOST: {
+        char *colon = strrchr(host, ':');
+        if (colon && !strchr(colon, ']')) *colon = '\0';
+        snprintf(out, cap, "could not resolve host %s", host);
+        break;
+    }
+    case CURLE_OPERATION_TIMEDOUT:
+        snprintf(out, cap, "timeout after %ld ms (%s)", op->timeout_ms, host);
+        break;
+    case CURLE_COULDNT_CONNECT:
+        snprintf(out, cap, "could not connect to %s: %s", host, detail);
+        break;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+        snprintf(out, cap, "TLS error with %s: %s", host, detail);
+        break;
+    case CURLE_GOT_NOTHING:
+        snprintf(out, cap, "empty reply from %s", host);
+        break;
+    case CURLE_WRITE_ERROR:
+        if (op->too_large) {
+            snprintf(out, cap, "response from %s over %d bytes", host, SG_MAX_RESPONSE_BODY);
+            break;
+        }
+        /* fall through */
+    default:
+        snprintf(out, cap, "request to %s failed: %s", host, detail);
+    }
+}
+
+/* Pushes res or nil, err for a finished op; returns the count. */
+static int push_result(lua_State *L, http_op *op)
+{
+    if (op->result != CURLE_OK) {
+        char msg[512];
+        error_text(op, msg, sizeof msg);
+        lua_pushnil(L);
+        lua_pushstring(L, msg);
+        return 2;
+    }
+    long status = 0;
+    curl_easy_getinfo(op->easy, CURLINFO_RESPONSE_CODE, &status);
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, status);
+    lua_setfield(L, -2, "status");
+    lua_pushlstring(L, op->resp.p ? op->resp.p : "", op->resp.len);
+    lua_setfield(L, -2, "body");
+    lua_newtable(L);
+    const char *p = op->resp_hdrs.p, *end = p ? p + op->resp_hdrs.len : NULL;
+    while (p && p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol) eol = end;
+        const char *colon = memchr(p, ':', (size_t)(eol - p));
+        if (colon) {
+            char name[128];
+            size_t nl = (size_t)(colon - p);
+            if (nl >= sizeof name) nl = sizeof name - 1;
+            for (size_t i = 0; i < nl; i++) name[i] = (char)tolower((unsigned char)p[i]);
+            name[nl] = '\0';
+            const char *v = colon + 1, *ve = eol;
+            while (v < ve && (*v == ' ' || *v == '\t')) v++;
+            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ')) ve--;
+            lua_getfield(L, -1, name);
+            if (lua_isstring(L, -1)) {        /* repeated header: join */
+                lua_pushliteral(L, ", ");
+                lua_pushlstring(L, v, (size_t)(ve - v));
+                lua_concat(L, 3);
+            } else {
+                lua_pop(L, 1);
+                lua_pushlstring(L, v, (size_t)(ve - v));
+            }
+            lua_setfield(L, -2, name);
+        }
+        p = eol + 1;
+    }
+    lua_setfield(L, -2, "headers");
+    return 1;
+}
+
+static int op_finish(sg_op *o)
+{
+    return push_result(o->co, (http_op *)o);
+}
+
+/* Builds an op from the argument table; raises on programmer mistakes. */
+static http_op *op_from_args(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_getfield(L, 1, "url");
+    const char *url = lua_tostring(L, -1);
+    if (!url) { luaL_error(L, "http.request: url is required"); return NULL; }
+    http_op *op = calloc(1, sizeof *op);
+    if (!op) { luaL_error(L, "http.request: out of memory"); return NULL; }
+    op->easy = curl_easy_init();
+    if (!op->easy) { free(op); luaL_error(L, "http.request: curl_easy_init failed"); return NULL; }
+    CURL *e = op->easy;
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    lua_pop(L, 1);
+
+    lua_getfield(L, 1, "timeout_ms");
+    op->timeout_ms = lua_isnumber(L, -1) ? (long)lua_tonumber(L, -1) : DEFAULT_TIMEOUT_MS;
+    lua_pop(L, 1);
+    if (op->timeout_ms <= 0) op->timeout_ms = DEFAULT_TIMEOUT_MS;
+
+    lua_getfield(L, 1, "method");
+    const char *method = luaL_optstring(L, -1, "GET");
+    lua_getfield(L, 1, "body");
+    size_t blen = 0;
+    const char *body = lua_tolstring(L, -1, &blen);
+    if (body) {
+        op->body = malloc(blen + 1);
+        if (!op->body) { op_free(op); luaL_error(L, "http.request: out of memory"); }
+        memcpy(op->body, body, blen);
+        op->body[blen] = '\0';
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, op->body);
+    }
+    if (strcmp(method, "GET") == 0 && !body) curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    else if (strcmp(method, "HEAD") == 0) curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    else if (strcmp(method, "POST") != 0 || !body) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    lua_pop(L, 2);
+
+    /* Expect: 100-continue would add a round trip (or a 1 s stall) per POST. */
+    op->hdrs = curl_slist_append(NULL, "Expect:");
+    lua_getfield(L, 1, "headers");
+    if (lua_istable(L, -1)) {
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
+            if (k && v && lua_type(L, -2) == LUA_TSTRING) {
+                if (strpbrk(k, "\r\n:") || strpbrk(v, "\r\n")) {
+                    lua_pop(L, 3);
+                    op_free(op);
+                    luaL_error(L, "http.request: header %s contains CR, LF or ':'", k);
+                }
+                lua_pushfstring(L, "%s: %s", k, v);
+                op->hdrs = curl_slist_append(op->hdrs, lua_tostring(L, -1));
+                lua_pop(L, 1);
+            }
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, op->hdrs);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, op->timeout_ms);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, op);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, op);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, op->errbuf);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, op);
+    return op;
+}
+
+/* ---- the multi handle on the worker's loop --------------------------------- */
+
+static void unlink_active(http_op *op)
+{
+    if (op->prev) op->prev->next = op->next;
+    else if (op->hs->active == op) op->hs->active = op->next;
+    if (op->next) op->next->prev = op->prev;
+    op->prev = op->next = NULL;
+}
+
+static void check_done(http_state *hs)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(hs->multi, &left))) {
+        if (msg->msg != CURLMSG_DONE) continue;
+        http_op *op = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&op);
+        op->result = msg->data.result;
+        curl_multi_remove_handle(hs->multi, msg->easy_handle);
+        unlink_active(op);
+        worker_ready(hs->w, &op->op);
+    }
+}
+
+static void on_socket_event(evutil_socket_t fd, short kind, void *arg)
+{
+    http_state *hs = arg;
+    int running = 0;
+    int flags = ((kind & EV_READ) ? CURL_CSELECT_IN : 0) | ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    curl_multi_socket_action(hs->multi, fd, flags, &running);
+    check_done(hs);
+}
+
+static void on_timeout(evutil_socket_t fd, short kind, void *arg)
+{
+    (void)fd; (void)kind;
+    http_state *hs = arg;
+    int running = 0;
+    curl_multi_socket_action(hs->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_done(hs);
+}
+
+static int socket_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    (void)e;
+    http_state *hs = userp;
+    struct event *ev = socketp;
+    if (ev) { event_free(ev); ev = NULL; }
+    if (what == CURL_POLL_REMOVE) {
+        curl_multi_assign(hs->multi, s, NULL);
+        return 0;
+    }
+    short kind = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) | ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
+    ev = event_new(hs->w->base, s, kind, on_socket_event, hs);
+    if (!ev) return -1;
+    event_add(ev, NULL);
+    curl_multi_assign(hs->multi, s, ev);
+    return 0;
+}
+
+/* libcurl asks for a timer; never call socket_action from here (re-entry). */
+static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+    (void)multi;
+    http_state *hs = userp;
+    if (timeout_ms < 0) {
+        evtimer_del(hs->timer);
+        return 0;
+    }
+    struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
+    evtimer_add(hs->timer, &tv);
+    return 0;
+}
+
+static http_state *state_for(worker_t *w)
+{
+    if (w->hs) return w->hs;
+    http_state *hs = calloc(1, sizeof *hs);
+    if (!hs) return NULL;
+    hs->w = w;
+    hs->multi = curl_multi_init();
+    hs->timer = evtimer_new(w->base, on_timeout, hs);
+    if (!hs->multi || !hs->timer) {
+        if (hs->multi) curl_multi_cleanup(hs->multi);
+        if (hs->timer) event_free(hs->timer);
+        free(hs);
+        return NULL;
+    }
+    curl_multi_setopt(hs->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+    curl_multi_setopt(hs->multi, CURLMOPT_SOCKETDATA, hs);
+    curl_multi_setopt(hs->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+    curl_multi_setopt(hs->multi, CURLMOPT_TIMERDATA, hs);
+    curl_multi_setopt(hs->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+    curl_multi_setopt(hs->multi, CURLMOPT_MAX_HOST_CONNECTIONS, MAX_HOST_CONNECTIONS);
+    curl_multi_setopt(hs->multi, CURLMOPT_MAXCONNECTS, MAX_HOST_CONNECTIONS);
+    w->hs = hs;
+    return hs;
+}
+
+/* Called by the worker at shutdown: in-flight requests are abandoned. */
+void sg_http_destroy(worker_t *w)
+{
+    http_state *hs = w->hs;
+    if (!hs) return;
+    while (hs->active) {
+        http_op *op = hs->active;
+        unlink_active(op);
+        curl_multi_remove_handle(hs->multi, op->easy);
+        op_free(op);
+    }
+    curl_multi_cleanup(hs->multi);   /* closes sockets via socket_cb */
+    event_free(hs->timer);
+    free(hs);
+    w->hs = NULL;
+}
+
+static int l_request(lua_State *L)
+{
+    http_op *op = op_from_args(L);
+    worker_t *w = worker_of(L);
+    if (!w || !worker_can_yield(w, L)) {
+        op->result = curl_easy_perform(op->easy);
+        int n = push_result(L, op);
+        op_free(op);
+        return n;
+    }
+    http_state *hs = state_for(w);
+    if (!hs || curl_multi_add_handle(hs->multi, op->easy) != CURLM_OK) {
+        op_free(op);
+        lua_pushnil(L);
+        lua_pushliteral(L, "http: cannot start request (out of memory)");
+        return 2;
+    }
+    op->hs = hs;
+    op->op.co = L;
+    op->op.finish = op_finish;
+    op->op.destroy = op_destroy;
+    op->next = hs->active;
+    if (hs->active) hs->active->prev = op;
+    hs->active = op;
+    return worker_yield(w, L);
+}
+
+void sg_open_http(lua_State *L)
+{
+    static const luaL_Reg fns[] = { { "request", l_request }, { NULL, NULL } };
+    lua_newtable(L);
+    luaL_register(L, NULL, fns);
+    lua_setfield(L, -2, "http");
+}

@@ -1,0 +1,553 @@
+/*
+ * l_redis.c — core.redis: Redis connections for Lua (engine/API.md).
+ *
+ * A connection object carries two hiredis contexts, each made on first use:
+ * an async one attached to the worker's libevent loop (used from tasks, so
+ * concurrent coroutines' commands share one socket and are naturally
+ * pipelined) and a blocking one (standalone module, start-up code). The async
+ * side reconnects in the background with backoff; while it is down, calls
+ * fail at once with "redis unavailable: …" so callers can answer 503 instead
+ * of hanging.
+ */
+#include "l_core.h"
+#include "log.h"
+#include "worker.h"
+
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <lauxlib.h>
+
+#define CONN_MT "signal.redis.conn"
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 2000
+#define MAX_PIPELINE 100000
+#define MAX_ARGS 4096
+
+typedef struct redis_conn {
+    worker_t *w;
+    char *host, *path, *user, *password;
+    int port, db;
+    redisContext *sync;
+    redisAsyncContext *ac;
+    int connected, was_down, closed;
+    int backoff_ms;
+    struct event *retry_ev;
+    char last_err[256];
+} redis_conn;
+
+typedef struct redis_op {
+    sg_op op;
+    redis_conn *c;
+    worker_t *w;
+    int n, got, pipeline, failed;
+    int conn_ref;
+    char err[256];
+} redis_op;
+
+/* ---- URL parsing ------------------------------------------------------------ */
+
+/* redis://[[user]:password@]host[:port][/db]  |  unix:/path[?db=N] */
+static int parse_url(redis_conn *c, const char *url, char *err, size_t errcap)
+{
+    c->port = 6379;
+    if (strncmp(url, "unix:", 5) == 0) {
+        const char *p = url + 5;
+        if (strncmp(p, "//", 2) == 0) p += 2;
+        const char *q = strchr(p, '?');
+        c->path = q ? strndup(p, (size_t)(q - p)) : strdup(p);
+        if (q && strncmp(q, "?db=", 4) == 0) c->db = atoi(q + 4);
+        return c->path && *c->path ? 0 : (snprintf(err, errcap, "redis url %s: missing socket path", url), -1);
+    }
+    if (strncmp(url, "redis://", 8) != 0) {
+        snprintf(err, errcap, "redis url must start with redis:// or unix: (got %.40s)", url);
+        return -1;
+    }
+    const char *p = url + 8;
+    const char *at = strrchr(p, '@');
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon) {
+            if (colon > p) c->user = strndup(p, (size_t)(colon - p));
+            c->password = strndup(colon + 1, (size_t)(at - colon - 1));
+        } else {
+            c->password = strndup(p, (size_t)(at - p));
+        }
+        p = at + 1;
+    }
+    const char *slash = strchr(p, '/');
+    const char *hend = slash ? slash : p + strlen(p);
+    const char *colon = memchr(p, ':', (size_t)(hend - p));
+    c->host = strndup(p, (size_t)((colon ? colon : hend) - p));
+    if (colon) c->port = atoi(colon + 1);
+    if (slash && slash[1]) c->db = atoi(slash + 1);
+    if (!c->host || !*c->host) c->host = (free(c->host), strdup("127.0.0.1"));
+    if (c->port <= 0 || c->port > 65535) {
+        snprintf(err, errcap, "redis url: bad port");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- reply conversion ------------------------------------------------------- */
+
+static void push_reply(lua_State *L, redisReply *r, int in_array)
+{
+    lua_checkstack(L, 4);
+    switch (r->type) {
+    case REDIS_REPLY_STRING:
+    case REDIS_REPLY_STATUS:
+    case REDIS_REPLY_ERROR:
+        lua_pushlstring(L, r->str, r->len);
+        break;
+    case REDIS_REPLY_INTEGER:
+        lua_pushnumber(L, (lua_Number)r->integer);
+        break;
+    case REDIS_REPLY_ARRAY:
+        lua_createtable(L, (int)r->elements, 0);
+        for (size_t i = 0; i < r->elements; i++) {
+            if (r->element[i]->type == REDIS_REPLY_ERROR) {
+                lua_createtable(L, 0, 1);
+                lua_pushlstring(L, r->element[i]->str, r->element[i]->len);
+                lua_setfield(L, -2, "err");
+            } else {
+                push_reply(L, r->element[i], 1);
+            }
+            lua_rawseti(L, -2, (int)i + 1);
+        }
+        break;
+    default: /* NIL */
+        if (in_array) lua_pushlightuserdata(L, NULL);
+        else lua_pushnil(L);
+    }
+}
+
+/* ---- blocking side ---------------------------------------------------------- */
+
+static void sync_drop(redis_conn *c)
+{
+    if (c->sync) redisFree(c->sync);
+    c->sync = NULL;
+}
+
+static int sync_ensure(redis_conn *c, char *err, size_t cap)
+{
+    if (c->sync) return 0;
+    struct timeval tv = { 2, 0 };
+    c->sync = c->path ? redisConnectUnixWithTimeout(c->path, tv)
+                      : redisConnectWithTimeout(c->host, c->port, tv);
+    if (!c->sync || c->sync->err) {
+        snprintf(err, cap, "redis unavailable: %s", c->sync ? c->sync->errstr : "out of memory");
+        sync_drop(c);
+        return -1;
+    }
+    struct timeval rw = { 60, 0 };
+    redisSetTimeout(c->sync, rw);
+    redisReply *r = NULL;
+    if (c->password) {
+        r = c->user ? redisCommand(c->sync, "AUTH %s %s", c->user, c->password)
+                    : redisCommand(c->sync, "AUTH %s", c->password);
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            snprintf(err, cap, "redis AUTH failed: %s", r ? r->str : c->sync->errstr);
+            if (r) freeReplyObject(r);
+            sync_drop(c);
+            return -1;
+        }
+        freeReplyObject(r);
+    }
+    if (c->db) {
+        r = redisCommand(c->sync, "SELECT %d", c->db);
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            snprintf(err, cap, "redis SELECT %d failed: %s", c->db, r ? r->str : c->sync->errstr);
+            if (r) freeReplyObject(r);
+            sync_drop(c);
+            return -1;
+        }
+        freeReplyObject(r);
+    }
+    return 0;
+}
+
+/* ---- async side ------------------------------------------------------------- */
+
+static void async_connect(redis_conn *c);
+
+static void retry_fired(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    async_connect(arg);
+}
+
+static void schedule_retry(redis_conn *c)
+{
+    if (c->closed || c->w->stopping > 1) return;
+    if (!c->was_down) {
+        char ms[16];
+        snprintf(ms, sizeof ms, "%d", c->backoff_ms);
+        sg_log("warn", "redis unavailable, reconnecting", "reason", c->last_err, "retry_ms", ms, NULL);
+    }
+    c->was_down = 1;
+    struct timeval tv = { c->backoff_ms / 1000, (c->backoff_ms % 1000) * 1000 };
+    evtimer_add(c->retry_ev, &tv);
+    c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    redis_conn *c = ac->data;
+    if (status != REDIS_OK) {
+        snprintf(c->last_err, sizeof c->last_err, "%s", ac->errstr);
+        c->ac = NULL;           /* hiredis frees it after this callback */
+        c->connected = 0;
+        schedule_retry(c);
+        return;
+    }
+    c->connected = 1;
+    c->last_err[0] = '\0';
+    c->backoff_ms = BACKOFF_MIN_MS;
+    if (c->was_down) sg_log("info", "redis connected", NULL);
+    c->was_down = 0;
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    redis_conn *c = ac->data;
+    (void)status;
+    snprintf(c->last_err, sizeof c->last_err, "%s", ac->errstr[0] ? ac->errstr : "connection closed");
+    c->ac = NULL;
+    c->connected = 0;
+    schedule_retry(c);
+}
+
+static void on_setup_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    (void)ac;
+    redisReply *reply = r;
+    if (reply && reply->type == REDIS_REPLY_ERROR)
+        sg_log("error", "redis connection setup failed", "command", (const char *)priv,
+               "reply", reply->str, NULL);
+}
+
+static void async_connect(redis_conn *c)
+{
+    if (c->ac || c->closed) return;
+    redisAsyncContext *ac = c->path ? redisAsyncConnectUnix(c->path) : redisAsyncConnect(c->host, c->port);
+    if (!ac || ac->err) {
+        snprintf(c->last_err, sizeof c->last_err, "%s", ac ? ac->errstr : "out of memory");
+        if (ac) redisAsyncFree(ac);
+        schedule_retry(c);
+        return;
+    }
+    ac->data = c;
+    c->ac = ac;
+    redisLibeventAttach(ac, c->w->base);
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    if (c->password) {
+        if (c->user) redisAsyncCommand(ac, on_setup_reply, "AUTH", "AUTH %s %s", c->user, c->password);
+        else redisAsyncCommand(ac, on_setup_reply, "AUTH", "AUTH %s", c->password);
+    }
+    if (c->db) redisAsyncCommand(ac, on_setup_reply, "SELECT", "SELECT %d", c->db);
+}
+
+static void rop_destroy(sg_op *o)
+{
+    redis_op *op = (redis_op *)o;
+    luaL_unref(op->w->L, LUA_REGISTRYINDEX, op->conn_ref);
+    free(op);
+}
+
+static void on_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    redis_op *op = priv;
+    redisReply *reply = r;
+    lua_State *co = op->op.co;
+    if (op->w->stopping > 1) {   /* lua_State is being closed: touch nothing */
+        if (++op->got == op->n) free(op);
+        return;
+    }
+    if (!reply && !op->failed) {
+        op->failed = 1;
+        snprintf(op->err, sizeof op->err, "redis unavailable: %s",
+                 ac->errstr[0] ? ac->errstr : "connection lost");
+    }
+    if (!op->pipeline) {
+        op->got++;
+        if (!reply) {
+            lua_pushnil(co);
+            lua_pushstring(co, op->err);
+            op->op.nresults = 2;
+        } else if (reply->type == REDIS_REPLY_ERROR) {
+            lua_pushnil(co);
+            lua_pushlstring(co, reply->str, reply->len);
+            op->op.nresults = 2;
+        } else {
+            push_reply(co, reply, 0);
+            op->op.nresults = 1;
+        }
+        worker_ready(op->w, &op->op);
+        return;
+    }
+    /* Pipeline: the result table sits on co's stack until the last reply. */
+    if (op->got == 0) lua_createtable(co, op->n, 0);
+    op->got++;
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        lua_createtable(co, 0, 1);
+        lua_pushlstring(co, reply->str, reply->len);
+        lua_setfield(co, -2, "err");
+    } else if (reply) {
+        push_reply(co, reply, 1);
+    } else {
+        lua_pushlightuserdata(co, NULL);
+    }
+    lua_rawseti(co, -2, op->got);
+    if (op->got < op->n) return;
+    if (op->failed) {
+        lua_pop(co, 1);
+        lua_pushnil(co);
+        lua_pushstring(co, op->err);
+        op->op.nresults = 2;
+    } else {
+        op->op.nresults = 1;
+    }
+    worker_ready(op->w, &op->op);
+}
+
+/* ---- Lua API ---------------------------------------------------------------- */
+
+static redis_conn *check_conn(lua_State *L)
+{
+    redis_conn **pc = luaL_checkudata(L, 1, CONN_MT);
+    if (!*pc || (*pc)->closed) luaL_error(L, "redis: connection is closed");
+    return *pc;
+}
+
+/* Reads the strings of one command table (or the varargs from `first`). */
+static int collect_args(lua_State *L, int idx, int from, const char **argv, size_t *lens, int max)
+{
+    int n = 0;
+    if (idx) {
+        int len = (int)lua_objlen(L, idx);
+        if (len > max) return -1;
+        for (int i = 1; i <= len; i++) {
+            lua_rawgeti(L, idx, i);
+            if (!lua_isstring(L, -1)) { lua_pop(L, 1); return -2; }
+            argv[n] = lua_tolstring(L, -1, &lens[n]);
+            n++;
+            lua_pop(L, 1);   /* still anchored by the table */
+        }
+        return n;
+    }
+    int top = lua_gettop(L);
+    if (top - from + 1 > max) return -1;
+    for (int i = from; i <= top; i++) {
+        if (!lua_isstring(L, i)) return -2;
+        argv[n] = lua_tolstring(L, i, &lens[n]);
+        n++;
+    }
+    return n;
+}
+
+static int sync_run(lua_State *L, redis_conn *c, int pipeline)
+{
+    char err[300];
+    if (sync_ensure(c, err, sizeof err) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    const char *argv[MAX_ARGS];
+    size_t lens[MAX_ARGS];
+    int ncmd = pipeline ? (int)lua_objlen(L, 2) : 1;
+    for (int i = 1; i <= ncmd; i++) {
+        int n;
+        if (pipeline) {
+            lua_rawgeti(L, 2, i);
+            n = collect_args(L, lua_gettop(L), 0, argv, lens, MAX_ARGS);
+        } else {
+            n = collect_args(L, 0, 2, argv, lens, MAX_ARGS);
+        }
+        if (n <= 0) return luaL_error(L, "redis: command %d must be a non-empty list of strings", i);
+        redisAppendCommandArgv(c->sync, n, argv, lens);
+        if (pipeline) lua_pop(L, 1);
+    }
+    if (pipeline) lua_createtable(L, ncmd, 0);
+    for (int i = 1; i <= ncmd; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(c->sync, (void **)&r) != REDIS_OK || !r) {
+            snprintf(err, sizeof err, "redis unavailable: %s", c->sync->errstr);
+            sync_drop(c);
+            if (pipeline) lua_pop(L, 1);
+            lua_pushnil(L);
+            lua_pushstring(L, err);
+            return 2;
+        }
+        if (!pipeline) {
+            int nret = 1;
+            if (r->type == REDIS_REPLY_ERROR) {
+                lua_pushnil(L);
+                lua_pushlstring(L, r->str, r->len);
+                nret = 2;
+            } else {
+                push_reply(L, r, 0);
+            }
+            freeReplyObject(r);
+            return nret;
+        }
+        if (r->type == REDIS_REPLY_ERROR) {
+            lua_createtable(L, 0, 1);
+            lua_pushlstring(L, r->str, r->len);
+            lua_setfield(L, -2, "err");
+        } else {
+            push_reply(L, r, 1);
+        }
+        lua_rawseti(L, -2, i);
+        freeReplyObject(r);
+    }
+    return 1;
+}
+
+static int async_run(lua_State *L, worker_t *w, redis_conn *c, int pipeline)
+{
+    if (!c->ac) async_connect(c);
+    if (!c->ac) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "redis unavailable: %s", c->last_err);
+        return 2;
+    }
+    int ncmd = pipeline ? (int)lua_objlen(L, 2) : 1;
+    if (ncmd < 1 || ncmd > MAX_PIPELINE) return luaL_error(L, "redis: pipeline needs 1..%d commands", MAX_PIPELINE);
+    redis_op *op = calloc(1, sizeof *op);
+    if (!op) return luaL_error(L, "redis: out of memory");
+    op->c = c;
+    op->w = w;
+    op->n = ncmd;
+    op->pipeline = pipeline;
+    op->op.co = L;
+    op->op.destroy = rop_destroy;
+    const char *argv[MAX_ARGS];
+    size_t lens[MAX_ARGS];
+    /* Validate every command before sending any: a pipeline goes whole or not at all. */
+    for (int i = 1; pipeline && i <= ncmd; i++) {
+        lua_rawgeti(L, 2, i);
+        int n = collect_args(L, lua_gettop(L), 0, argv, lens, MAX_ARGS);
+        lua_pop(L, 1);
+        if (n <= 0) { free(op); return luaL_error(L, "redis: command %d must be a non-empty list of strings", i); }
+    }
+    for (int i = 1; i <= ncmd; i++) {
+        int n;
+        if (pipeline) {
+            lua_rawgeti(L, 2, i);
+            n = collect_args(L, lua_gettop(L), 0, argv, lens, MAX_ARGS);
+        } else {
+            n = collect_args(L, 0, 2, argv, lens, MAX_ARGS);
+            if (n <= 0) { free(op); return luaL_error(L, "redis: call needs a command of strings"); }
+        }
+        redisAsyncCommandArgv(c->ac, on_reply, op, n, argv, lens);
+        if (pipeline) lua_pop(L, 1);
+    }
+    lua_pushvalue(L, 1);
+    op->conn_ref = luaL_ref(L, LUA_REGISTRYINDEX);   /* keep the conn alive while waiting */
+    return worker_yield(w, L);
+}
+
+static int l_call(lua_State *L)
+{
+    redis_conn *c = check_conn(L);
+    worker_t *w = worker_of(L);
+    if (c->w && w == c->w && worker_can_yield(w, L)) return async_run(L, w, c, 0);
+    return sync_run(L, c, 0);
+}
+
+static int l_pipeline(lua_State *L)
+{
+    redis_conn *c = check_conn(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (lua_objlen(L, 2) == 0) { lua_newtable(L); return 1; }
+    worker_t *w = worker_of(L);
+    if (c->w && w == c->w && worker_can_yield(w, L)) return async_run(L, w, c, 1);
+    return sync_run(L, c, 1);
+}
+
+static int l_status(lua_State *L)
+{
+    redis_conn *c = check_conn(L);
+    lua_pushstring(L, c->connected ? "connected" : (c->ac ? "connecting" : "down"));
+    lua_pushstring(L, c->last_err);
+    return 2;
+}
+
+static void conn_free(redis_conn *c)
+{
+    c->closed = 1;
+    sync_drop(c);
+    if (c->ac) {
+        redisAsyncContext *ac = c->ac;
+        c->ac = NULL;
+        redisAsyncFree(ac);   /* pending callbacks get NULL replies */
+    }
+    if (c->retry_ev) event_free(c->retry_ev);
+    free(c->host); free(c->path); free(c->user); free(c->password);
+    free(c);
+}
+
+static int l_close(lua_State *L)
+{
+    redis_conn **pc = luaL_checkudata(L, 1, CONN_MT);
+    if (*pc) conn_free(*pc);
+    *pc = NULL;
+    return 0;
+}
+
+static int l_connect(lua_State *L)
+{
+    const char *url = luaL_checkstring(L, 1);
+    redis_conn *c = calloc(1, sizeof *c);
+    if (!c) return luaL_error(L, "redis: out of memory");
+    char err[300];
+    if (parse_url(c, url, err, sizeof err) != 0) {
+        conn_free(c);
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    c->backoff_ms = BACKOFF_MIN_MS;
+    snprintf(c->last_err, sizeof c->last_err, "not connected yet");
+    c->w = worker_of(L);
+    if (c->w) {
+        c->retry_ev = evtimer_new(c->w->base, retry_fired, c);
+        async_connect(c);
+    }
+    redis_conn **pc = lua_newuserdata(L, sizeof *pc);
+    *pc = c;
+    luaL_getmetatable(L, CONN_MT);
+    lua_setmetatable(L, -2);
+    return 1;
+}
+
+void sg_open_redis(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        { "call", l_call },
+        { "pipeline", l_pipeline },
+        { "status", l_status },
+        { "close", l_close },
+        { NULL, NULL },
+    };
+    if (luaL_newmetatable(L, CONN_MT)) {
+        lua_newtable(L);
+        luaL_register(L, NULL, methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, l_close);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushcfunction(L, l_connect);
+    lua_setfield(L, -2, "connect");
+    lua_setfield(L, -2, "redis");
+}

@@ -1,0 +1,374 @@
+/*
+ * worker.c — a worker thread: its event loop, its lua_State and the task
+ * scheduler that runs every request and background job as a coroutine.
+ * See worker.h for the model.
+ */
+#include "worker.h"
+#include "l_core.h"
+#include "log.h"
+#include "server.h"
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <lauxlib.h>
+#include <lualib.h>
+
+#define REG_WORKER "signal.worker"
+#define REG_TASKS "signal.tasks"
+
+struct task {
+    lua_State *co;
+    struct evhttp_request *req;   /* NULL for background tasks */
+    int is_main;                  /* exec mode: its end ends the run */
+};
+
+worker_t *worker_of(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, REG_WORKER);
+    worker_t *w = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return w;
+}
+
+static task_t *task_of(lua_State *L, lua_State *co)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, REG_TASKS);
+    lua_pushthread(co);
+    lua_xmove(co, L, 1);
+    lua_rawget(L, -2);
+    task_t *t = lua_touserdata(L, -1);
+    lua_pop(L, 2);
+    return t;
+}
+
+int worker_can_yield(worker_t *w, lua_State *L)
+{
+    (void)w;
+    return L != w->L && task_of(L, L) != NULL;
+}
+
+int worker_yield(worker_t *w, lua_State *L)
+{
+    w->yielding = 1;
+    return lua_yield(L, 0);
+}
+
+void worker_ready(worker_t *w, sg_op *op)
+{
+    op->next = NULL;
+    if (w->ready_tail) w->ready_tail->next = op;
+    else w->ready_head = op;
+    w->ready_tail = op;
+    event_active(w->ready_ev, EV_READ, 0);
+}
+
+/* Creates a task for the thread on top of w->L's stack and pops it. */
+static task_t *task_register(worker_t *w, struct evhttp_request *req)
+{
+    lua_State *L = w->L;
+    lua_State *co = lua_tothread(L, -1);
+    task_t *t = calloc(1, sizeof *t);
+    if (!t) { lua_pop(L, 1); return NULL; }
+    t->co = co;
+    t->req = req;
+    lua_getfield(L, LUA_REGISTRYINDEX, REG_TASKS);
+    lua_pushvalue(L, -2);                 /* the thread is the key: it anchors it */
+    lua_pushlightuserdata(L, t);
+    lua_rawset(L, -3);
+    lua_pop(L, 2);
+    w->ntasks++;
+    return t;
+}
+
+static void task_finish(worker_t *w, task_t *t, int rc)
+{
+    lua_State *L = w->L, *co = t->co;
+    if (rc != 0) {
+        const char *msg = lua_tostring(co, -1);
+        luaL_traceback(L, co, msg ? msg : "(error object is not a string)", 0);
+        sg_log("error", t->req ? "request handler failed" : "task failed",
+               "error", lua_tostring(L, -1), NULL);
+        lua_pop(L, 1);
+    }
+    if (t->req) server_reply(w, t->req, rc == 0 ? co : NULL);
+    if (t->is_main) {
+        w->engine->exit_code = rc != 0 ? 1 : (lua_isnumber(co, 1) ? (int)lua_tointeger(co, 1) : 0);
+        w->main_task_done = 1;
+        for (int i = 0; i < w->engine->nworkers; i++) worker_request_stop(&w->engine->workers[i]);
+    }
+    lua_getfield(L, LUA_REGISTRYINDEX, REG_TASKS);
+    lua_pushthread(co);
+    lua_xmove(co, L, 1);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    free(t);
+    w->ntasks--;
+}
+
+/* Resumes co with nargs values on its stack; finishes the task if it ends. */
+static void task_resume(worker_t *w, lua_State *co, int nargs)
+{
+    w->yielding = 0;
+    int rc = lua_resume(co, nargs);
+    task_t *t = task_of(w->L, co);
+    if (!t) return;   /* not ours (cannot happen: ops only target tasks) */
+    if (rc == LUA_YIELD) {
+        if (w->yielding) return;   /* waiting on a primitive */
+        /* A bare coroutine.yield would leave the task hanging forever. */
+        lua_settop(co, 0);
+        lua_pushliteral(co, "coroutine.yield() from a request or task: only signal.core "
+                            "primitives may suspend an engine task");
+        rc = LUA_ERRRUN;
+    }
+    task_finish(w, t, rc);
+}
+
+int worker_start_request(worker_t *w, struct evhttp_request *req)
+{
+    lua_State *L = w->L;
+    lua_State *co = lua_newthread(L);
+    task_t *t = task_register(w, req);
+    if (!t) return -1;
+    lua_rawgeti(co, LUA_REGISTRYINDEX, w->handler_ref);
+    server_push_request(co, req);
+    task_resume(w, co, 1);
+    return 0;
+}
+
+typedef struct {
+    sg_op op;
+} start_op;
+
+static void free_op(sg_op *op) { free(op); }
+
+int worker_spawn(worker_t *w, lua_State *L, int nargs)
+{
+    /* fn and args are the top nargs+1 values of L. */
+    lua_State *co = lua_newthread(w->L);
+    if (L == w->L) lua_insert(L, -(nargs + 2));   /* thread below fn+args */
+    lua_xmove(L, co, nargs + 1);
+    task_t *t = task_register(w, NULL);
+    if (!t) return -1;
+    start_op *op = calloc(1, sizeof *op);
+    if (!op) return -1;
+    op->op.co = co;
+    op->op.nresults = nargs;
+    op->op.destroy = free_op;
+    worker_ready(w, &op->op);
+    return 0;
+}
+
+static void drain_ready(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    worker_t *w = arg;
+    sg_op *op = w->ready_head;
+    w->ready_head = w->ready_tail = NULL;   /* ops queued now wait one turn: fairness */
+    while (op) {
+        sg_op *next = op->next;
+        lua_State *co = op->co;
+        int n = op->nresults;
+        if (op->finish) n += op->finish(op);
+        if (op->destroy) op->destroy(op);
+        task_resume(w, co, n);
+        op = next;
+    }
+}
+
+/* ---- lifecycle -------------------------------------------------------------- */
+
+static void stop_poll(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    worker_t *w = arg;
+    if (w->ntasks == 0 || sg_monotonic() > w->stop_deadline) {
+        if (w->ntasks > 0) {
+            char n[16];
+            snprintf(n, sizeof n, "%d", w->ntasks);
+            sg_log("warn", "shutdown grace period over, abandoning tasks", "tasks", n, NULL);
+        }
+        event_base_loopbreak(w->base);
+        return;
+    }
+    struct timeval tv = { 0, 50 * 1000 };
+    evtimer_add(w->stop_timer, &tv);
+}
+
+static void on_stop(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    worker_t *w = arg;
+    if (w->stopping) return;
+    w->stopping = 1;
+    w->stop_deadline = sg_monotonic() + SG_STOP_GRACE_MS / 1000.0;
+    server_stop_accepting(w);
+    stop_poll(-1, 0, w);
+}
+
+static void on_reload(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    worker_t *w = arg;
+    if (w->reload_ref == LUA_NOREF || w->stopping) return;
+    lua_rawgeti(w->L, LUA_REGISTRYINDEX, w->reload_ref);
+    worker_spawn(w, w->L, 0);
+}
+
+void worker_request_stop(worker_t *w)
+{
+    if (w->stop_ev) event_active(w->stop_ev, EV_READ, 0);
+}
+
+void worker_request_reload(worker_t *w)
+{
+    if (w->reload_ev) event_active(w->reload_ev, EV_READ, 0);
+}
+
+/* Lua paths: the engine's own runtime first, then the system's. */
+static void set_paths(lua_State *L, const char *home)
+{
+    lua_getglobal(L, "package");
+    lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;", home, home);
+    lua_getfield(L, -2, "path");
+    lua_concat(L, 2);
+    lua_setfield(L, -2, "path");
+    lua_pop(L, 1);
+}
+
+static int traceback(lua_State *L)
+{
+    luaL_traceback(L, L, lua_tostring(L, 1), 1);
+    return 1;
+}
+
+int worker_init(worker_t *w, engine_t *e, int id)
+{
+    memset(w, 0, sizeof *w);
+    w->id = id;
+    w->engine = e;
+    w->inotify_fd = -1;
+    w->handler_ref = LUA_NOREF;
+    w->reload_ref = LUA_NOREF;
+    w->base = event_base_new();
+    if (!w->base) return -1;
+    w->ready_ev = event_new(w->base, -1, 0, drain_ready, w);
+    w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
+    w->reload_ev = event_new(w->base, -1, 0, on_reload, w);
+    w->stop_timer = evtimer_new(w->base, stop_poll, w);
+    return (w->ready_ev && w->stop_ev && w->reload_ev && w->stop_timer) ? 0 : -1;
+}
+
+/* Runs the entry module's start(args) and keeps what it returns. */
+static int boot_lua(worker_t *w)
+{
+    engine_t *e = w->engine;
+    lua_State *L = luaL_newstate();
+    if (!L) return -1;
+    w->L = L;
+    luaL_openlibs(L);
+    lua_pushlightuserdata(L, w);
+    lua_setfield(L, LUA_REGISTRYINDEX, REG_WORKER);
+    lua_newtable(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, REG_TASKS);
+    set_paths(L, e->home);
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, luaopen_signal_core);
+    lua_setfield(L, -2, "signal.core");
+    lua_pop(L, 2);
+
+    lua_pushcfunction(L, traceback);
+    lua_getglobal(L, "require");
+    lua_pushstring(L, e->entry);
+    if (lua_pcall(L, 1, 1, -3) != 0) goto fail;
+    lua_getfield(L, -1, "start");
+    if (!lua_isfunction(L, -1)) {
+        lua_pushfstring(L, "module %s has no start() function", e->entry);
+        goto fail;
+    }
+    lua_createtable(L, e->argc, 0);
+    for (int i = 0; i < e->argc; i++) {
+        lua_pushstring(L, e->argv[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    if (lua_pcall(L, 1, 1, -4) != 0) goto fail;
+    if (!lua_isfunction(L, -1)) {
+        lua_pushfstring(L, "%s.start() must return a function", e->entry);
+        goto fail;
+    }
+    if (e->listen_port > 0) {
+        w->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    } else {
+        /* exec mode: the returned function is the run itself. */
+        lua_State *co = lua_newthread(L);
+        lua_pushvalue(L, -2);
+        lua_xmove(L, co, 1);
+        task_t *t = task_register(w, NULL);
+        if (!t) return -1;
+        t->is_main = 1;
+        start_op *op = calloc(1, sizeof *op);
+        op->op.co = co;
+        op->op.destroy = free_op;
+        worker_ready(w, &op->op);
+    }
+    lua_settop(L, 0);
+    return 0;
+fail:
+    sg_log("error", "worker start-up failed", "error", lua_tostring(L, -1), NULL);
+    return -1;
+}
+
+static void worker_cleanup(worker_t *w)
+{
+    w->stopping = 2;
+    server_free(w);
+    sg_http_destroy(w);
+    while (w->ready_head) {      /* results nobody will read any more */
+        sg_op *op = w->ready_head;
+        w->ready_head = op->next;
+        if (op->destroy) op->destroy(op);
+    }
+    if (w->L) lua_close(w->L);   /* __gc closes Redis connections */
+    w->L = NULL;
+    if (w->inotify_ev) event_free(w->inotify_ev);
+    if (w->inotify_debounce) event_free(w->inotify_debounce);
+    if (w->inotify_fd >= 0) close(w->inotify_fd);
+    w->inotify_ev = w->inotify_debounce = NULL;
+    w->inotify_fd = -1;
+}
+
+/* The events other threads may still poke (stop, reload) live until join. */
+void worker_destroy(worker_t *w)
+{
+    if (!w->base) return;
+    event_free(w->ready_ev);
+    event_free(w->stop_ev);
+    event_free(w->reload_ev);
+    event_free(w->stop_timer);
+    event_base_free(w->base);
+    w->base = NULL;
+}
+
+void *worker_main(void *arg)
+{
+    worker_t *w = arg;
+    engine_t *e = w->engine;
+    if (boot_lua(w) != 0 || (e->listen_port > 0 && server_start(w) != 0)) {
+        e->exit_code = 1;
+        w->started_ok = 0;
+        for (int i = 0; i < e->nworkers; i++) worker_request_stop(&e->workers[i]);
+        worker_cleanup(w);
+        __atomic_add_fetch(&e->finished, 1, __ATOMIC_SEQ_CST);
+        return NULL;
+    }
+    w->started_ok = 1;
+    event_base_dispatch(w->base);
+    worker_cleanup(w);
+    __atomic_add_fetch(&e->finished, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
