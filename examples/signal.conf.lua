@@ -1,0 +1,52 @@
+-- examples/signal.conf.lua — the demo configuration.
+--
+-- One pipeline (dk_live_demo) delivering to one Amperity integration that
+-- points at the local Amperity sandbox (`signal sandbox --listen
+-- 127.0.0.1:8091`). Every credential comes from the environment, with
+-- obviously fake demo defaults so the demo runs out of the box:
+--
+--   SIGNAL_REDIS               redis URL           (redis://127.0.0.1:6390/0)
+--   SIGNAL_ADMIN_TOKEN         admin API token     (unset: admin API off)
+--   IDENTITY_HUB_ORG_ID        identity hub org id (demo UUID)
+--   AMPERITY_API_KEY           Streaming Ingest JWT (demo value)
+--   AMPERITY_PROFILE_API_KEY   Profile API JWT      (demo value)
+--
+-- Check it with `signal check -c examples/signal.conf.lua`.
+
+local env = os.getenv
+
+return {
+  listen = "127.0.0.1:8080",
+  redis = env("SIGNAL_REDIS") or "redis://127.0.0.1:6390/0",
+  admin_token = env("SIGNAL_ADMIN_TOKEN"),
+  -- the identity hub (GET /v1/enrich) is on only when an org id is set
+  identity_hub = { org_id = env("IDENTITY_HUB_ORG_ID") or "8a3c1f2e-0d4b-4c6a-9e57-5d0c2b7a1f00" },
+
+  pipelines = {
+    {
+      key = "dk_live_demo",
+      origins = { "http://127.0.0.1:8080", "http://localhost:8080" },
+      integrations = {
+        {
+          type = "amperity",
+          preset = "retail",
+          base_url = "http://127.0.0.1:8091",      -- the local sandbox, not *.amperity.com
+          tenant_subdomain = "acme",
+          tenant_id = "acme",
+          api_key = env("AMPERITY_API_KEY")
+            or "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJzaWduYWwtZGVtbyIsInNjb3BlIjoic3RyZWFtaW5nLWluZ2VzdDp3cml0ZSIsInRlbmFudCI6ImFjbWUifQ.ZGVtby1pbmdlc3Qtc2lnbmF0dXJl",
+          event_stream_id = "esm-demo",
+          source_value = "DATAFLY",
+          profile_api_key = env("AMPERITY_PROFILE_API_KEY")
+            or "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJzaWduYWwtZGVtbyIsInNjb3BlIjoicHJvZmlsZTpyZWFkIiwidGVuYW50IjoiYWNtZSJ9.ZGVtby1wcm9maWxlLXNpZ25hdHVyZQ",
+          profile_collection_id = "apc-demo",
+          linking_keys = {
+            { source = "email", key = "email_sha256", hash = "sha256" },
+            { source = "canonical_id", key = "_dfdid" },
+          },
+          browser_attribute_allowlist = "Persona,FavoriteBrand,LifetimeTier",
+        },
+      },
+    },
+  },
+}
