@@ -1,0 +1,75 @@
+-- signal/app.lua — entry module for `signal run`: builds one worker's
+-- runtime. Called once per worker thread (engine/worker.c) with the config
+-- path; returns the request handler. Each capability is a module with
+-- init(ctx, router) that registers its routes and starts its background
+-- tasks, so this file is the table of contents of a running engine.
+local core = require "signal.core"
+local config = require "signal.config"
+local log = require "signal.log"
+local router = require "signal.router"
+local http = require "signal.http"
+
+local M = {}
+
+-- Order matters only for route shadowing; background tasks start after.
+local MODULES = {
+  "signal.metrics",       -- counters first: everyone else records into them
+  "signal.collector",     -- POST /v1/t … /v1/batch, /v1/events
+  "signal.identity_hub",  -- GET /v1/enrich
+  "signal.sdk",           -- GET /datafly.js, /v1/js/{key}/datafly.js
+  "signal.admin",         -- /v1/admin/*, /live
+  "signal.processor",     -- raw stream → pipeline → delivery streams
+  "signal.delivery",      -- delivery streams → Amperity, retries, dead letters
+}
+
+local function node_id()
+  local f = io.open("/proc/sys/kernel/hostname")
+  local host = f and f:read("*l") or "node"
+  if f then f:close() end
+  return host .. "-" .. core.random_hex(3)
+end
+
+function M.start(args)
+  local path = args[1]
+  local cfg, errs = config.load(path)
+  if not cfg then error(table.concat(errs, "\n"), 0) end
+  log.set_level(cfg.log_level)
+  for _, s in ipairs(config.secrets(cfg)) do log.add_secret(s) end
+
+  local redis, err = core.redis.connect(cfg.redis)
+  if not redis then error(err, 0) end
+
+  local pipelines = {}
+  for _, p in ipairs(cfg.pipelines) do pipelines[p.key] = p end
+
+  local ctx = {
+    cfg = cfg,
+    config_path = path,
+    redis = redis,                     -- shared: never use it for blocking commands
+    pipelines = pipelines,
+    node = node_id(),                  -- names this process's stream consumers
+    worker_id = core.worker_id,
+    hub_org_id = (cfg.identity_hub and cfg.identity_hub.org_id) or os.getenv("IDENTITY_HUB_ORG_ID"),
+  }
+  if ctx.hub_org_id == "" then ctx.hub_org_id = nil end
+
+  local r = router.new()
+  r:add({ "GET", "HEAD" }, "/healthz", function()
+    local pong, perr = redis:call("PING")
+    if pong ~= "PONG" then
+      return http.error(503, "REDIS_UNAVAILABLE", "Redis is unreachable: " .. tostring(perr))
+    end
+    return http.json(200, { status = "ok", version = core.version })
+  end)
+
+  for _, name in ipairs(MODULES) do
+    local mod = require(name)
+    if mod.init then mod.init(ctx, r) end
+  end
+  if core.worker_id == 0 then
+    log.info("engine started", { pipelines = #cfg.pipelines, workers = core.workers, node = ctx.node })
+  end
+  return r:handler()
+end
+
+return M
