@@ -38,7 +38,7 @@ deps:
 test: deps all build/test_core
 	@tools/test.sh
 
-check-memory: all build/test_core
+check-memory: all build/test_core build/signal-asan
 	@tools/check-memory.sh
 
 run: deps all
@@ -51,3 +51,8 @@ clean:
 	rm -rf bin build
 
 .PHONY: all deps test check-memory run bench clean
+
+# AddressSanitizer build of the engine, for tools/check-memory.sh.
+build/signal-asan: engine/main.c $(CORE_SRC) $(HDRS)
+	@mkdir -p build
+	$(CC) $(CFLAGS) -O1 -fsanitize=address -fno-omit-frame-pointer -o $@ engine/main.c $(CORE_SRC) $(LIBS)
