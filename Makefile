@@ -56,3 +56,18 @@ clean:
 build/signal-asan: engine/main.c $(CORE_SRC) $(HDRS)
 	@mkdir -p build
 	$(CC) $(CFLAGS) -O1 -fsanitize=address -fno-omit-frame-pointer -o $@ engine/main.c $(CORE_SRC) $(LIBS)
+
+# LuaRocks (signal-1.8.0-1.rockspec): the standalone module, the Lua runtime,
+# presets and the SDK.
+rock: build/lua/signal/core.so
+
+install-rock: rock
+	@test -n "$(INST_LUADIR)" -a -n "$(INST_LIBDIR)" || { echo "INST_LUADIR/INST_LIBDIR not set"; exit 1; }
+	mkdir -p $(INST_LUADIR)/signal $(INST_LIBDIR)/signal
+	cp -r lua/signal/. $(INST_LUADIR)/signal/
+	mkdir -p $(INST_LUADIR)/signal/presets $(INST_LUADIR)/signal/sdk
+	cp -r presets/. $(INST_LUADIR)/signal/presets/
+	cp sdk/datafly.js $(INST_LUADIR)/signal/sdk/
+	cp build/lua/signal/core.so $(INST_LIBDIR)/signal/core.so
+
+.PHONY: rock install-rock
