@@ -1,0 +1,120 @@
+-- signal.testing — helpers for customers' busted specs of mapping scripts.
+--
+--   local T = require "signal.testing"
+--   local payload, warnings = T.map{
+--     preset = "retail", scripts_dir = "my/scripts", pipeline_key = "dk_live_demo",
+--     source_value = "DATAFLY",
+--     event = T.fixture("retail"),       -- or a camelCase datafly.js/Segment message
+--     -- camelCase input only: enrichment results the spec wants on the event
+--     -- partner_attrs = { amperity = { Persona = "Value Hunter" } }, amperity_id = "…",
+--   }
+--   -- payload is exactly the Amperity Streaming Ingest body Signal would POST.
+--
+-- Runs under plain `luajit` + busted with build/lua/signal/core.so on the
+-- cpath: the same blueprint engine, presets and sandbox as the engine, so a
+-- script that passes here behaves the same in production. Load errors raise
+-- with every "file:line: message", so a broken script fails the spec loudly.
+
+local blueprint = require "signal.blueprint"
+
+local M = {}
+
+-- The repository root, found from this file's own path (lua/signal/testing.lua),
+-- so presets and fixtures are found wherever the spec runs from.
+local function root_dir()
+  local core = require "signal.core"
+  if core.home then return core.home end
+  local src = debug.getinfo(1, "S").source
+  if src:sub(1, 1) == "@" then
+    local dir = src:sub(2):match("^(.*)/lua/signal/testing%.lua$")
+    if dir then return dir end
+    if src == "@lua/signal/testing.lua" then return "." end
+  end
+  return "."
+end
+M.root = root_dir
+
+local function deep_copy(v)
+  if type(v) ~= "table" then return v end
+  local out = {}
+  for k, x in pairs(v) do out[k] = deep_copy(x) end
+  return out
+end
+M.deep_copy = deep_copy
+
+-- fixture(name) -> a fresh canonical event for a vertical ("retail", "travel",
+-- "finance", "b2b_saas", "media", "gaming", "publishing") or "page".
+function M.fixture(name)
+  local file = root_dir() .. "/spec/fixtures/events/" .. name .. ".lua"
+  local chunk, err = loadfile(file)
+  if not chunk then error("signal.testing.fixture: " .. err, 2) end
+  return deep_copy(chunk())
+end
+
+-- load{ presets_dir?, scripts_dir? } -> lib; raises with all load errors.
+function M.load(opts)
+  opts = opts or {}
+  local lib, errors = blueprint.load{
+    presets_dir = opts.presets_dir or (root_dir() .. "/presets"),
+    scripts_dir = opts.scripts_dir,
+  }
+  if not lib then error("blueprints failed to load:\n  " .. table.concat(errors, "\n  "), 2) end
+  return lib
+end
+
+-- A camelCase message (Segment/datafly.js wire form) has any of these keys.
+local CAMEL_KEYS = { "userId", "anonymousId", "messageId", "sentAt", "receivedAt",
+                     "originalTimestamp", "groupId", "previousId" }
+
+local function is_camel(e)
+  for _, k in ipairs(CAMEL_KEYS) do
+    if e[k] ~= nil then return true end
+  end
+  local ctx = e.context
+  return type(ctx) == "table" and (ctx.userAgent ~= nil or ctx.vendorIds ~= nil)
+end
+
+-- canonical(event, opts) -> canonical event. camelCase input (the wire form)
+-- goes through signal.event.normalize exactly as the collector does it, as a
+-- server-side message (its own context.ip / userAgent are kept). normalize
+-- strips what only the server may set (partner_attrs, identity), so the
+-- enrichment results a spec wants are given as opts.partner_attrs,
+-- opts.identity and opts.amperity_id and attached afterwards.
+function M.canonical(e, opts)
+  opts = opts or {}
+  local camel = opts.normalize
+  if camel == nil then camel = is_camel(e) end
+  local out = e
+  if camel then
+    local event_mod = require "signal.event"
+    local errs
+    out, errs = event_mod.normalize(e, {
+      canonical_id = opts.canonical_id or e.canonical_id or e.canonicalId or "dfid_test",
+      pipeline_key = opts.pipeline_key,
+      server_side = true,
+    })
+    if not out then
+      local msg = type(errs) == "table" and table.concat(errs, "; ") or tostring(errs)
+      error("signal.testing: event does not normalize: " .. msg, 3)
+    end
+  end
+  if opts.partner_attrs then out.partner_attrs = opts.partner_attrs end
+  if opts.identity then out.identity = opts.identity end
+  if opts.amperity_id then out.amperity_id = opts.amperity_id end
+  return out
+end
+
+-- map{ preset, event, scripts_dir?, presets_dir?, pipeline_key?, source_value?,
+--      canonical_id?, normalize?, partner_attrs?, identity?, amperity_id? }
+--   -> payload | nil (dropped), warnings | nil
+function M.map(opts)
+  assert(type(opts) == "table", "signal.testing.map expects a table")
+  assert(type(opts.event) == "table", "signal.testing.map: event must be a table")
+  local lib = M.load(opts)
+  local bp, err = lib:get(opts.preset or "retail", opts.pipeline_key)
+  if not bp then error("signal.testing.map: " .. err, 2) end
+  local event = M.canonical(opts.event, opts)
+  return bp:map(event, { source_value = opts.source_value or "DATAFLY" })
+end
+
+return M
