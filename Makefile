@@ -68,6 +68,8 @@ install-rock: rock
 	mkdir -p $(INST_LUADIR)/signal/presets $(INST_LUADIR)/signal/sdk
 	cp -r presets/. $(INST_LUADIR)/signal/presets/
 	cp sdk/datafly.js $(INST_LUADIR)/signal/sdk/
+	mkdir -p $(INST_LUADIR)/signal/spec/fixtures/events
+	cp spec/fixtures/events/*.lua $(INST_LUADIR)/signal/spec/fixtures/events/
 	cp build/lua/signal/core.so $(INST_LIBDIR)/signal/core.so
 
 .PHONY: rock install-rock

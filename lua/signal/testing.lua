@@ -21,14 +21,25 @@ local M = {}
 
 -- The repository root, found from this file's own path (lua/signal/testing.lua),
 -- so presets and fixtures are found wherever the spec runs from.
+local function exists(p)
+  local f = io.open(p, "r")
+  if f then f:close() return true end
+  return false
+end
+
 local function root_dir()
   local core = require "signal.core"
   if core.home then return core.home end
   local src = debug.getinfo(1, "S").source
   if src:sub(1, 1) == "@" then
+    -- a checkout: <root>/lua/signal/testing.lua with <root>/presets
     local dir = src:sub(2):match("^(.*)/lua/signal/testing%.lua$")
     if dir then return dir end
     if src == "@lua/signal/testing.lua" then return "." end
+    -- a LuaRocks install: <luadir>/signal/testing.lua with presets (and the
+    -- fixtures) copied under <luadir>/signal/ by `make install-rock`
+    local lib = src:sub(2):match("^(.*)/testing%.lua$")
+    if lib and exists(lib .. "/presets/amperity/global.lua") then return lib end
   end
   return "."
 end
