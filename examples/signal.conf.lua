@@ -25,7 +25,10 @@ return {
   pipelines = {
     {
       key = "dk_live_demo",
-      origins = { "http://127.0.0.1:8080", "http://localhost:8080" },
+      -- the demo storefront (tools/run-demo.sh serves examples/demo on :8000)
+      -- and pages served by the engine itself
+      origins = { "http://127.0.0.1:8000", "http://localhost:8000",
+                  "http://127.0.0.1:8080", "http://localhost:8080" },
       integrations = {
         {
           type = "amperity",

@@ -95,7 +95,7 @@ describe("config.load", function()
     assert.equal("127.0.0.1:8080", cfg.listen)
     local p = cfg.pipelines[1]
     assert.equal("dk_live_demo", p.key)
-    assert.same({ "http://127.0.0.1:8080", "http://localhost:8080" }, p.origins)
+    assert.same({ "http://127.0.0.1:8000", "http://localhost:8000", "http://127.0.0.1:8080", "http://localhost:8080" }, p.origins)
     local a = p.integrations[1]
     assert.equal("amperity", a.name)
     assert.equal("retail", a.preset)

@@ -38,7 +38,7 @@ describe("engine core", function()
     assert.equal(1000, r.ok, tostring(r.first_err))
     assert.equal(0, r.failed)
     -- the ticker coroutine kept running while 1000 requests were pending
-    assert.is_true(r.ticks_before_release > 0)
+    assert.is_true(r.ticks_while_held > 0)
     -- and the upstream (one worker, 1000 requests held) still answered /hello
     assert.equal(200, r.hello_status)
     assert.is_true(r.hello_before_release)
