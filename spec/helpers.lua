@@ -207,4 +207,84 @@ function H.eventually(fn, timeout_s, what)
         (last and last[2] and (" (" .. tostring(last[2]) .. ")") or ""), 2)
 end
 
+---------------------------------------------------------------------------
+-- Raw streams and private Redis servers (added with the collector, #3).
+
+-- Parks the processors' consumer group of pipeline pk far in the future, so
+-- the engine's processor reads nothing from signal:{pk}:raw and a spec can
+-- XRANGE exactly what the collector stored. Call before starting the engine
+-- (the processor's XGROUP CREATE then finds the group: BUSYGROUP).
+function H.park_processor(pk, redis_url)
+  local queue = require "signal.queue"
+  local r = assert(core.redis.connect(redis_url or H.redis_url))
+  local ok, err = r:call("XGROUP", "CREATE", queue.raw(pk), queue.RAW_GROUP, "9999999999999-0", "MKSTREAM")
+  if not ok and not tostring(err):find("BUSYGROUP", 1, true) then error(err) end
+  if not ok then assert(r:call("XGROUP", "SETID", queue.raw(pk), queue.RAW_GROUP, "9999999999999-0")) end
+  r:close()
+end
+
+-- raw_entries(pk[, redis_url]) → list of { id, ev = decoded canonical event,
+-- input = decoded input message, ev_json, in_json } from signal:{pk}:raw
+function H.raw_entries(pk, redis_url)
+  local queue = require "signal.queue"
+  local r = assert(core.redis.connect(redis_url or H.redis_url))
+  local list = assert(r:call("XRANGE", queue.raw(pk), "-", "+"))
+  r:close()
+  local out = {}
+  for i, e in ipairs(list) do
+    local f = queue.fields(e[2])
+    out[i] = { id = e[1], ev = cjson.decode(f.ev), input = cjson.decode(f["in"]), ev_json = f.ev, in_json = f["in"] }
+  end
+  return out
+end
+
+-- Empties signal:{pk}:raw but keeps the key and its (parked) group.
+function H.clear_raw(pk, redis_url)
+  local queue = require "signal.queue"
+  local r = assert(core.redis.connect(redis_url or H.redis_url))
+  assert(r:call("XTRIM", queue.raw(pk), "MAXLEN", "0"))
+  r:close()
+end
+
+local RedisServer = {}
+RedisServer.__index = RedisServer
+
+-- A private redis-server on a free port (for specs that stop Redis):
+-- s.url, s:stop() (SHUTDOWN NOSAVE), s:start() (same port again).
+function H.redis_server()
+  local s = setmetatable({ port = H.free_port() }, RedisServer)
+  s.dir = H.tmp .. "/redis-" .. s.port
+  os.execute("mkdir -p " .. s.dir)
+  s.url = "redis://127.0.0.1:" .. s.port .. "/0"
+  s:start()
+  return s
+end
+
+function RedisServer:start()
+  assert(H.sh_ok("redis-server --port " .. self.port .. " --bind 127.0.0.1 --save '' --appendonly no" ..
+                 " --daemonize yes --dir " .. self.dir .. " --pidfile " .. self.dir .. "/redis.pid" ..
+                 " --logfile " .. self.dir .. "/redis.log"))
+  H.eventually(function()
+    local r = core.redis.connect(self.url)
+    local pong = r and r:call("PING")
+    if r then r:close() end
+    return pong == "PONG"
+  end, 10, "redis-server on port " .. self.port)
+  local pid = tonumber(H.read(self.dir .. "/redis.pid") or "")
+  if pid then
+    local pids = io.open(H.tmp .. "/pids", "a")
+    if pids then pids:write(pid, "\n") pids:close() end
+  end
+end
+
+function RedisServer:stop()
+  os.execute("redis-cli -p " .. self.port .. " SHUTDOWN NOSAVE >/dev/null 2>&1")
+  H.eventually(function()
+    local r = core.redis.connect(self.url)
+    local pong = r and r:call("PING")
+    if r then r:close() end
+    return pong == nil
+  end, 10, "redis-server on port " .. self.port .. " to stop")
+end
+
 return H

@@ -1,4 +1,611 @@
--- signal/collector.lua — placeholder until its issue lands; see lua/signal/README.md.
+-- signal/collector.lua — the event API (DESIGN §2): every way an event enters
+-- Signal, and the promise behind its 200: the event is in the pipeline's raw
+-- stream in Redis.
+--
+--   POST /v1/t /v1/p /v1/i /v1/g /v1/s /v1/a          datafly.js, analytics.js (one event)
+--   POST /v1/track /v1/page /v1/screen /v1/identify /v1/group /v1/alias
+--                                                      Segment HTTP Tracking API (server SDKs)
+--   POST /v1/batch /v1/b                               {"batch":[…], context?, sentAt?, writeKey?}
+--   POST /v1/events                                    server-side: one event or {"batch":[…]}
+--   OPTIONS on each of them                            CORS preflight (signal.cors)
+--
+-- One request costs: one JSON decode, event.normalize and one JSON encode per
+-- event (two in a batch or when the body carries its key: the input message
+-- is stored too, minus credentials), and ONE Redis round trip: an EVALSHA of
+-- SCRIPT below that, atomically for the whole request, drops messageIds seen
+-- in the last cfg.dedupe_ttl_s, XADDs the rest to signal:{pk}:raw and
+-- remembers identify traits for stitching (batches over CHUNK messages: one
+-- MULTI/EXEC of several scripts, still one round trip). Concurrent requests
+-- share the worker's async Redis connection, so their scripts are pipelined.
+--
+-- Raw stream entry (signal:{pk}:raw, no MAXLEN — see docs/collector.md):
+--   ev  the canonical event JSON (lua/signal/README.md)
+--   in  the input message JSON as received, minus writeKey/pipelineKey
+--
+-- Answers: 200 {"success":true} once stored (duplicates too: acknowledged,
+-- not enqueued again); 400 INVALID_JSON / INVALID_EVENT / INVALID_BATCH (a
+-- batch is atomic: every bad index listed, nothing stored); 401
+-- INVALID_PIPELINE_KEY; 413 PAYLOAD_TOO_LARGE; 415 UNSUPPORTED_MEDIA_TYPE (an
+-- unknown Content-Encoding); 503 REDIS_UNAVAILABLE (never a 200 that was not
+-- stored: clients retry).
+
+local core = require "signal.core"
+local cjson_safe = require "cjson.safe"
+local bit = require "bit"
+local event = require "signal.event"
+local queue = require "signal.queue"
+local cors = require "signal.cors"
+local identity = require "signal.identity"
+local log = require "signal.log"
+local metrics = require "signal.metrics"
+
+local type, pairs, tostring, next, unpack = type, pairs, tostring, next, unpack
+local find, sub, byte, char, lower, match, rep, format =
+  string.find, string.sub, string.byte, string.char, string.lower, string.match, string.rep, string.format
+local concat = table.concat
+local floor = math.floor
+local now, gunzip, null = core.now, core.gunzip, core.null
+local normalize = event.normalize
+
 local M = {}
-function M.init(ctx, router) end
+
+---------------------------------------------------------------------------
+-- limits (hostile input: explicit, documented constants)
+
+M.MAX_BODY = 500 * 1024      -- per request body, after gunzip too (Segment's 500 KB)
+M.MAX_MESSAGE = 32 * 1024    -- per message (Segment's 32 KB)
+-- Real events nest a handful of levels (batch → message → context → page);
+-- 32 leaves room for rich properties while bounding every recursive walk
+-- (cjson, blueprints, customer scripts) that later touches the event.
+M.MAX_DEPTH = 32
+
+-- One decoder, strict JSON: no NaN/Infinity/hex that re-encoding would refuse.
+local decoder = cjson_safe.new()
+decoder.decode_max_depth(M.MAX_DEPTH)
+decoder.decode_invalid_numbers(false)
+local decode = decoder.decode
+
+local encoder = cjson_safe.new()
+encoder.encode_number_precision(14)   -- the most this lua-cjson build allows
+local encode = encoder.encode
+
+local JSON = "application/json"
+local OK_BODY = '{"success":true}'
+
+---------------------------------------------------------------------------
+-- the store script
+
+-- KEYS[1] raw stream. ARGV: dedupe ttl (0: off), identity ttl, seen-key
+-- prefix, identity-key prefix, then per message: mid ("" = no dedupe:
+-- Signal made the id up), ev, in, canonical_id, n, and n field/value pairs
+-- for the identity hash. Plain arguments, not one packed blob: Redis runs
+-- scripts in an interpreted Lua 5.1, where parsing a blob cost more than
+-- the XADD itself. The keys it builds share KEYS[1]'s {pk} hash tag: one
+-- Redis Cluster slot. SET NX before XADD is safe: Redis lets a script that
+-- has written keep writing (no OOM abort half-way), so a message is never
+-- marked seen without being stored.
+M.SCRIPT = [[
+local raw, dttl, ittl = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local seen, idp = ARGV[3], ARGV[4]
+local i, n = 5, #ARGV
+local added, dups = 0, 0
+while i <= n do
+  local mid, np = ARGV[i], tonumber(ARGV[i + 4])
+  if mid == "" or dttl == 0 or redis.call("SET", seen .. mid, "1", "NX", "EX", dttl) then
+    redis.call("XADD", raw, "*", "ev", ARGV[i + 1], "in", ARGV[i + 2])
+    if np > 0 then
+      local ikey = idp .. ARGV[i + 3]
+      redis.call("HSET", ikey, unpack(ARGV, i + 5, i + 4 + np * 2))
+      redis.call("EXPIRE", ikey, ittl)
+    end
+    added = added + 1
+  else
+    dups = dups + 1
+  end
+  i = i + 5 + np * 2
+end
+return { added, dups }
+]]
+
+-- The engine caps one Redis command at 4096 arguments: a message takes at
+-- most 11, so bigger batches are split into scripts of CHUNK messages run
+-- inside one MULTI/EXEC (still atomic: no other command runs in between).
+M.CHUNK = 300
+
+-- SHA-1 of the script, for EVALSHA without asking Redis first (a lazy
+-- SCRIPT LOAD would cost every worker a round trip and a failure mode).
+local function sha1_hex(msg)
+  local band, bor, bxor, bnot, rol, lshift, tobit, tohex =
+    bit.band, bit.bor, bit.bxor, bit.bnot, bit.rol, bit.lshift, bit.tobit, bit.tohex
+  local ml = #msg
+  local bits = ml * 8
+  msg = msg .. "\128" .. rep("\0", (55 - ml) % 64) .. "\0\0\0\0"
+    .. char(floor(bits / 16777216) % 256, floor(bits / 65536) % 256, floor(bits / 256) % 256, bits % 256)
+  local h0, h1, h2, h3, h4 = tobit(0x67452301), tobit(0xEFCDAB89), tobit(0x98BADCFE),
+    tobit(0x10325476), tobit(0xC3D2E1F0)
+  local w = {}
+  for chunk = 1, #msg, 64 do
+    for i = 0, 15 do
+      local a, b, c, d = byte(msg, chunk + i * 4, chunk + i * 4 + 3)
+      w[i] = bor(lshift(a, 24), lshift(b, 16), lshift(c, 8), d)
+    end
+    for i = 16, 79 do w[i] = rol(bxor(w[i - 3], w[i - 8], w[i - 14], w[i - 16]), 1) end
+    local a, b, c, d, e = h0, h1, h2, h3, h4
+    for i = 0, 79 do
+      local f, k
+      if i < 20 then f, k = bor(band(b, c), band(bnot(b), d)), 0x5A827999
+      elseif i < 40 then f, k = bxor(b, c, d), 0x6ED9EBA1
+      elseif i < 60 then f, k = bor(band(b, c), band(b, d), band(c, d)), 0x8F1BBCDC
+      else f, k = bxor(b, c, d), 0xCA62C1D6 end
+      a, b, c, d, e = tobit(rol(a, 5) + f + e + k + w[i]), a, rol(b, 30), c, d
+    end
+    h0, h1, h2, h3, h4 = tobit(h0 + a), tobit(h1 + b), tobit(h2 + c), tobit(h3 + d), tobit(h4 + e)
+  end
+  return tohex(h0) .. tohex(h1) .. tohex(h2) .. tohex(h3) .. tohex(h4)
+end
+M.sha1_hex = sha1_hex
+M.SCRIPT_SHA = sha1_hex(M.SCRIPT)
+
+local SCRIPT, SCRIPT_SHA = M.SCRIPT, M.SCRIPT_SHA
+local IDENTITY_TTL = identity.IDENTITY_TTL_S
+
+-- store(ctx, keys, args, ends, n) → added, duplicates | nil, err.
+-- args: every message's script arguments, flat; ends[i]: index of message
+-- i's last argument.
+local function store(ctx, keys, args, ends, n)
+  local redis = ctx.redis
+  local dttl = ctx.cfg.dedupe_ttl_s or 86400
+  local res, err
+  if n <= M.CHUNK then
+    res, err = redis:call("EVALSHA", SCRIPT_SHA, "1", keys.raw, dttl, IDENTITY_TTL,
+                          keys.seen, keys.id, unpack(args, 1, ends[n]))
+    if res == nil and err and find(err, "NOSCRIPT", 1, true) then
+      -- Redis restarted or its script cache was flushed: EVAL also re-caches it.
+      res, err = redis:call("EVAL", SCRIPT, "1", keys.raw, dttl, IDENTITY_TTL,
+                            keys.seen, keys.id, unpack(args, 1, ends[n]))
+    end
+    if type(res) ~= "table" then return nil, err or "unexpected reply" end
+    return res[1], res[2]
+  end
+  -- EVAL, not EVALSHA, inside MULTI: a NOSCRIPT there would fail one chunk
+  -- after others ran. Big batches are rare; the script text is small.
+  local cmds = { { "MULTI" } }
+  local first = 1
+  for m = M.CHUNK, n + M.CHUNK - 1, M.CHUNK do
+    local last = ends[m < n and m or n]
+    local cmd = { "EVAL", SCRIPT, "1", keys.raw, dttl, IDENTITY_TTL, keys.seen, keys.id }
+    for j = first, last do cmd[#cmd + 1] = args[j] end
+    cmds[#cmds + 1] = cmd
+    first = last + 1
+  end
+  cmds[#cmds + 1] = { "EXEC" }
+  local replies
+  replies, err = redis:pipeline(cmds)
+  if replies == nil then return nil, err end
+  local exec = replies[#cmds]
+  if type(exec) ~= "table" or exec.err then
+    return nil, exec and exec.err or "MULTI/EXEC failed"
+  end
+  local added, dups = 0, 0
+  for i = 1, #exec do
+    local r = exec[i]
+    if type(r) ~= "table" or r.err then return nil, r and r.err or "unexpected reply" end
+    added, dups = added + r[1], dups + r[2]
+  end
+  return added, dups
+end
+
+---------------------------------------------------------------------------
+-- per-pipeline and per-reason constants, built once
+
+local pipeline_keys = {}   -- pk → { raw, seen, id, labels }
+
+local function keys_of(pk)
+  local k = pipeline_keys[pk]
+  if k then return k end
+  k = { raw = queue.raw(pk), seen = queue.seen(pk, ""), id = queue.identity(pk, ""),
+        labels = { pipeline = pk } }
+  pipeline_keys[pk] = k
+  return k
+end
+
+local reason_labels = {}
+local function count_rejected(reason, n)
+  if metrics.inc then
+    local l = reason_labels[reason]
+    if not l then l = { reason = reason }; reason_labels[reason] = l end
+    metrics.inc("events_rejected_total", l, n or 1)
+  end
+end
+
+---------------------------------------------------------------------------
+-- credentials
+
+local B64 = {}
+do
+  local alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+  for i = 1, 64 do B64[byte(alphabet, i)] = i - 1 end
+  B64[byte("-")], B64[byte("_")] = 62, 63   -- base64url, seen from some clients
+end
+
+local function b64decode(s)
+  s = match(s, "^(.-)=*$")
+  if #s % 4 == 1 then return nil end
+  local out = {}
+  for i = 1, #s, 4 do
+    local a, b, c, d = byte(s, i, i + 3)
+    a, b = B64[a], B64[b]
+    if a == nil or b == nil then return nil end
+    local vc, vd = c and B64[c], d and B64[d]
+    if (c and vc == nil) or (d and vd == nil) then return nil end
+    local v = a * 262144 + b * 4096 + (vc or 0) * 64 + (vd or 0)
+    out[#out + 1] = char(floor(v / 65536) % 256)
+    if c then out[#out + 1] = char(floor(v / 256) % 256) end
+    if d then out[#out + 1] = char(v % 256) end
+  end
+  return concat(out)
+end
+M.b64decode = b64decode
+
+-- Basic credentials repeat on every request of an SDK: decode each once.
+local basic_cache, basic_n = {}, 0
+local BASIC_CACHE_MAX = 256
+
+-- basic_user(authorization) → the HTTP Basic username, or nil
+local function basic_user(auth)
+  local v = basic_cache[auth]
+  if v ~= nil then return v or nil end
+  v = false
+  local b64 = match(auth, "^%s*[Bb][Aa][Ss][Ii][Cc]%s+(%S+)%s*$")
+  local plain = b64 and b64decode(b64)
+  if plain then
+    local user = match(plain, "^([^:]*)")
+    if user ~= "" then v = user end
+  end
+  if basic_n >= BASIC_CACHE_MAX then basic_cache, basic_n = {}, 0 end
+  basic_cache[auth] = v
+  basic_n = basic_n + 1
+  return v or nil
+end
+
+local KEY_HELP = 'send it in the X-Pipeline-Key header, as "pipelineKey" or "writeKey" in the JSON body,'
+  .. " or as the HTTP Basic username (Authorization: Basic base64(key + \":\"))"
+
+---------------------------------------------------------------------------
+-- responses
+
+-- An error before the pipeline is known (401, a bad body) still lets a page
+-- of any configured origin read it: otherwise a wrong key would surface in
+-- the browser as an opaque CORS failure instead of this message.
+local function respond_error(ctx, req, pipeline, status, code, message, details)
+  local h = { ["Content-Type"] = JSON }
+  if pipeline then cors.headers(ctx, req, pipeline, h) else cors.headers_any(ctx, req, h) end
+  local err = { code = code, message = message, details = details }
+  return status, h, encode({ error = err })
+end
+
+local function reject(ctx, req, pipeline, n, reason, status, code, message, details)
+  count_rejected(reason, n)
+  return respond_error(ctx, req, pipeline, status, code, message, details)
+end
+
+local function kb(n) return format("%d KB (%d bytes)", n / 1024, n) end
+
+---------------------------------------------------------------------------
+-- one message → its stored form
+
+local CREDENTIALS = { "writeKey", "pipelineKey", "write_key", "pipeline_key" }
+
+local function has_credentials(m)
+  return m.writeKey ~= nil or m.pipelineKey ~= nil or m.write_key ~= nil or m.pipeline_key ~= nil
+end
+
+-- input_json(m) → the message as stored in `in` (credentials removed)
+local function input_json(m)
+  for i = 1, #CREDENTIALS do m[CREDENTIALS[i]] = nil end
+  return encode(m)
+end
+
+-- client_message_id(m) → true when the sender chose the id (dedupe applies)
+local function client_message_id(m)
+  local v = m.messageId
+  if v == nil or v == null then v = m.message_id end
+  return (type(v) == "string" and v ~= "") or type(v) == "number"
+end
+
+local LINK_FIELDS = { "email", "phone", "user_id" }
+
+-- pack(args, ev, ev_json, in_json, dedupe) appends one message's script
+-- arguments to args; returns the index of its last one
+local function pack(args, ev, ev_json, in_json, dedupe)
+  local k = #args
+  args[k + 1] = dedupe and ev.message_id or ""
+  args[k + 2] = ev_json
+  args[k + 3] = in_json
+  local lk = identity.linking_keys(ev)
+  if lk == nil then
+    args[k + 4] = ""
+    args[k + 5] = "0"
+    return k + 5
+  end
+  args[k + 4] = ev.canonical_id
+  local np = 0
+  for i = 1, 3 do
+    local f = LINK_FIELDS[i]
+    if lk[f] then
+      args[k + 6 + np * 2] = f
+      args[k + 7 + np * 2] = lk[f]
+      np = np + 1
+    end
+  end
+  args[k + 5] = np
+  return k + 5 + np * 2
+end
+
+local function merge_context(batch_ctx, m)
+  local c = m.context
+  if c == nil or c == null then
+    m.context = batch_ctx
+  elseif type(c) == "table" then
+    local merged = {}
+    for k, v in pairs(batch_ctx) do merged[k] = v end
+    for k, v in pairs(c) do merged[k] = v end   -- the message's own values win
+    m.context = merged
+  end
+end
+
+---------------------------------------------------------------------------
+-- request handling
+
+-- The Content-Type is not enforced (analytics.js and datafly.js send JSON as
+-- text/plain; curl sends form-urlencoded): the body is JSON or it is refused,
+-- and an odd type is named in the INVALID_JSON message as the likely cause.
+local function acceptable_type(ct)
+  if ct == nil or ct == "" then return true end
+  ct = lower(ct)
+  return find(ct, "json", 1, true) ~= nil or find(ct, "^%s*text/plain") ~= nil
+end
+
+-- Each route has a mode { kind, hint, server_side }: kind says which bodies
+-- it takes (one event, a batch, or either for /v1/events), hint is the
+-- event type its path implies, server_side whether its senders are servers
+-- (true, or "basic": when the request has Basic credentials and no Origin).
+local SINGLE, BATCH, EVENTS = 1, 2, 3
+
+-- handle(ctx, mode, req) → status, headers, body
+local function handle(ctx, mode, req)
+  local headers = req.headers
+  local body = req.body or ""
+  local pipelines = ctx.pipelines
+
+  if #body > M.MAX_BODY then
+    return reject(ctx, req, nil, 1, "too_large", 413, "PAYLOAD_TOO_LARGE",
+                  "request body is " .. #body .. " bytes; the limit is " .. kb(M.MAX_BODY) .. " per request")
+  end
+
+  -- A key in the header is authoritative: refuse an unknown one before
+  -- spending anything on the body.
+  local pk = headers["x-pipeline-key"]
+  if pk == "" then pk = nil end
+  local pipeline = pk and pipelines[pk]
+  if pk and not pipeline then
+    return reject(ctx, req, nil, 1, "invalid_pipeline_key", 401, "INVALID_PIPELINE_KEY",
+                  "the pipeline key in the X-Pipeline-Key header is not configured on this collector; "
+                  .. KEY_HELP)
+  end
+  local auth = headers.authorization
+  local basic = auth and basic_user(auth)
+
+  local enc = headers["content-encoding"]
+  if enc ~= nil then
+    enc = lower(match(enc, "^%s*(.-)%s*$"))
+    if enc == "gzip" or enc == "x-gzip" then
+      local plain, err = gunzip(body, M.MAX_BODY)
+      if plain == nil then
+        if err == "too large" then
+          return reject(ctx, req, pipeline, 1, "too_large", 413, "PAYLOAD_TOO_LARGE",
+                        "request body is over " .. kb(M.MAX_BODY) .. " once decompressed; that is the limit")
+        end
+        return reject(ctx, req, pipeline, 1, "invalid_body", 400, "INVALID_BODY",
+                      "Content-Encoding is gzip but " .. (match(err, "^gzip: (.*)$") or err))
+      end
+      body = plain
+    elseif enc ~= "identity" and enc ~= "" then
+      return reject(ctx, req, pipeline, 1, "unsupported_media_type", 415, "UNSUPPORTED_MEDIA_TYPE",
+                    "Content-Encoding must be gzip or identity")
+    end
+  end
+  local doc, derr = decode(body)
+  if doc == nil then
+    if body == "" then derr = "the body is empty" end
+    local ct = headers["content-type"]
+    if not acceptable_type(ct) then   -- the likely cause: say so
+      derr = derr .. " (Content-Type is " .. ct .. "; send JSON as application/json or text/plain)"
+    end
+    return reject(ctx, req, pipeline, 1, "invalid_json", 400, "INVALID_JSON",
+                  "body is not valid JSON: " .. tostring(derr))
+  end
+  local kind = mode.kind
+  if type(doc) ~= "table" or (next(doc) ~= nil and doc[1] ~= nil) then
+    if kind == BATCH then
+      return reject(ctx, req, pipeline, 1, "invalid_batch", 400, "INVALID_BATCH",
+                    'body must be a JSON object {"batch": […]}')
+    end
+    return reject(ctx, req, pipeline, 1, "invalid_event", 400, "INVALID_EVENT",
+                  kind == EVENTS and 'body must be a JSON object: one event, or {"batch": […]}'
+                  or "body must be a JSON object: one event")
+  end
+
+  if not pipeline then
+    pk = doc.pipelineKey
+    if pk == nil or pk == null or pk == "" then pk = doc.writeKey end
+    if pk == nil or pk == null or pk == "" then pk = basic end
+    if pk == nil or pk == null or pk == "" then
+      return reject(ctx, req, nil, 1, "invalid_pipeline_key", 401, "INVALID_PIPELINE_KEY",
+                    "missing pipeline key: " .. KEY_HELP)
+    end
+    pipeline = type(pk) == "string" and pipelines[pk]
+    if not pipeline then
+      return reject(ctx, req, nil, 1, "invalid_pipeline_key", 401, "INVALID_PIPELINE_KEY",
+                    "unknown pipeline key: the key given is not configured on this collector; " .. KEY_HELP)
+    end
+  end
+  local keys = keys_of(pk)
+
+  -- Server-side senders act for a visitor: their own context.ip/userAgent
+  -- stand, and no cookie is read or minted for them.
+  local server_side = kind == EVENTS or mode.server_side == true
+    or (mode.server_side == "basic" and basic ~= nil and headers.origin == nil)
+
+  local list = doc.batch
+  local batched = kind == BATCH or (kind == EVENTS and list ~= nil)
+  if batched then
+    if type(list) ~= "table" or (next(list) ~= nil and list[1] == nil) then
+      return reject(ctx, req, pipeline, 1, "invalid_batch", 400, "INVALID_BATCH",
+                    '"batch" must be an array of messages')
+    end
+    if list[1] == nil then
+      return reject(ctx, req, pipeline, 1, "invalid_batch", 400, "INVALID_BATCH", '"batch" is empty')
+    end
+  end
+  local n = batched and #list or 1
+
+  if metrics.inc then metrics.inc("events_received_total", keys.labels, n) end
+
+  local cid, set_cookie
+  if not server_side then cid, set_cookie = identity.canonical_id(ctx, req) end
+
+  local sent_at = batched and doc.sentAt or nil
+  if sent_at == null then sent_at = nil end
+  local nctx = {
+    pipeline_key = pk, canonical_id = cid, ip = identity.client_ip(ctx, req),
+    user_agent = headers["user-agent"], received_at = now(), type_hint = mode.hint,
+    server_side = server_side, sent_at = sent_at,
+  }
+
+  local args, ends = {}, {}
+  if not batched then
+    local in_json, ierr = body, nil
+    if has_credentials(doc) then in_json, ierr = input_json(doc) end
+    if in_json == nil then
+      return reject(ctx, req, pipeline, 1, "invalid_event", 400, "INVALID_EVENT",
+                    "invalid event: it cannot be stored as JSON: " .. tostring(ierr))
+    end
+    if #in_json > M.MAX_MESSAGE then
+      return reject(ctx, req, pipeline, 1, "too_large", 413, "PAYLOAD_TOO_LARGE",
+                    "the event is " .. #in_json .. " bytes; the limit is " .. kb(M.MAX_MESSAGE) .. " per message")
+    end
+    local dedupe = client_message_id(doc)
+    local ev, errs = normalize(doc, nctx)
+    if ev == nil then
+      local details = {}
+      for i = 1, #errs do details[i] = { reason = errs[i] } end
+      return reject(ctx, req, pipeline, 1, "invalid_event", 400, "INVALID_EVENT",
+                    "invalid event: " .. concat(errs, "; "), details)
+    end
+    local ev_json, eerr = encode(ev)
+    if ev_json == nil then
+      return reject(ctx, req, pipeline, 1, "invalid_event", 400, "INVALID_EVENT",
+                    "invalid event: " .. tostring(eerr))
+    end
+    ends[1] = pack(args, ev, ev_json, in_json, dedupe)
+  else
+    local batch_ctx = doc.context
+    if type(batch_ctx) ~= "table" or next(batch_ctx) == nil then batch_ctx = nil end
+    local bad, big
+    for i = 1, n do
+      local m = list[i]
+      if type(m) ~= "table" or (next(m) ~= nil and m[1] ~= nil) then
+        bad = bad or {}
+        bad[#bad + 1] = { index = i - 1, reason = "message must be a JSON object" }
+      else
+        local in_json, ierr = input_json(m)
+        if in_json == nil then     -- e.g. 1e999: decodes to inf, which JSON cannot hold
+          bad = bad or {}
+          bad[#bad + 1] = { index = i - 1, reason = "message cannot be stored as JSON: " .. tostring(ierr) }
+        elseif #in_json > M.MAX_MESSAGE then
+          big = big or {}
+          big[#big + 1] = { index = i - 1, reason = "message is " .. #in_json .. " bytes; the limit is "
+                            .. kb(M.MAX_MESSAGE) }
+        elseif big == nil then   -- once one is too large, the answer is 413: stop working
+          local dedupe = client_message_id(m)
+          if batch_ctx then merge_context(batch_ctx, m) end
+          local ev, errs = normalize(m, nctx)
+          local ev_json, eerr
+          if ev then
+            ev_json, eerr = encode(ev)
+            if ev_json == nil then errs = { tostring(eerr) } end
+          end
+          if ev_json == nil then
+            bad = bad or {}
+            bad[#bad + 1] = { index = i - 1, reason = concat(errs, "; "), reasons = errs }
+          elseif bad == nil then
+            ends[#ends + 1] = pack(args, ev, ev_json, in_json, dedupe)
+          end
+        end
+      end
+    end
+    if big then
+      local idx = {}
+      for i = 1, #big do idx[i] = big[i].index end
+      return reject(ctx, req, pipeline, n, "too_large", 413, "PAYLOAD_TOO_LARGE",
+                    "message" .. (#big > 1 and "s " or " ") .. concat(idx, ", ") .. " of the batch "
+                    .. (#big > 1 and "are" or "is") .. " over the limit of " .. kb(M.MAX_MESSAGE)
+                    .. " per message; nothing was accepted", big)
+    end
+    if bad then
+      local idx = {}
+      for i = 1, #bad do idx[i] = bad[i].index end
+      return reject(ctx, req, pipeline, n, "invalid_batch", 400, "INVALID_BATCH",
+                    #bad .. " of " .. n .. " messages are invalid (index " .. concat(idx, ", ")
+                    .. "); the batch is atomic, nothing was accepted", bad)
+    end
+  end
+
+  local added, dups = store(ctx, keys, args, ends, n)
+  if added == nil then
+    local t = now()
+    if t - (M.last_store_warn or 0) > 1 then   -- one line a second while Redis is down
+      M.last_store_warn = t
+      log.warn("collector could not store events", { pipeline = pk, error = tostring(dups) })
+    end
+    return reject(ctx, req, pipeline, n, "redis_unavailable", 503, "REDIS_UNAVAILABLE",
+                  "events could not be stored (Redis is unavailable); nothing was accepted, retry later",
+                  nil)
+  end
+  if metrics.inc then
+    if added > 0 then metrics.inc("events_accepted_total", keys.labels, added) end
+    if dups > 0 then metrics.inc("events_deduplicated_total", keys.labels, dups) end
+  end
+
+  local h = cors.headers(ctx, req, pipeline, { ["Content-Type"] = JSON })
+  if set_cookie then h["Set-Cookie"] = set_cookie end
+  return 200, h, OK_BODY
+end
+
+---------------------------------------------------------------------------
+-- routes
+
+local SHORT = { t = "track", p = "page", i = "identify", g = "group", s = "screen", a = "alias" }
+
+function M.init(ctx, router)
+  local function preflight(req) return cors.preflight(ctx, req) end
+  local function route(path, mode)
+    router:add("POST", path, function(req) return handle(ctx, mode, req) end)
+    router:add("OPTIONS", path, preflight)
+  end
+  for short, t in pairs(SHORT) do
+    route("/v1/" .. short, { kind = SINGLE, hint = t })                     -- datafly.js, analytics.js
+    route("/v1/" .. t, { kind = SINGLE, hint = t, server_side = true })     -- Segment HTTP Tracking API
+  end
+  -- A batch is server-side when it comes like a Segment server SDK's:
+  -- Basic credentials and no Origin (browsers always send Origin on POST).
+  route("/v1/batch", { kind = BATCH, server_side = "basic" })
+  route("/v1/b", { kind = BATCH, server_side = "basic" })
+  route("/v1/events", { kind = EVENTS })
+end
+
+-- exposed for specs and benchmarks
+M.handle = handle
+
 return M
