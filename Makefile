@@ -73,3 +73,9 @@ install-rock: rock
 	cp build/lua/signal/core.so $(INST_LIBDIR)/signal/core.so
 
 .PHONY: rock install-rock
+
+# Regenerates README's configuration reference from the schemas.
+docs:
+	luajit tools/config-reference.lua --write README.md
+
+.PHONY: docs
