@@ -1,4 +1,259 @@
--- signal/admin.lua — placeholder until its issue lands; see lua/signal/README.md.
+-- signal/admin.lua — the admin API and the /live page (DESIGN §2).
+--
+--   GET  /v1/admin/status                      versions, script errors, queues, dead letters
+--   POST /v1/admin/reload                      reload presets + scripts in every worker
+--   GET  /v1/admin/live?pipeline=K&limit=N     recent events, newest first
+--   GET  /v1/admin/live/stream?pipeline=K      the same as Server-Sent Events
+--   GET  /v1/admin/dlq?pipeline=K&integration=I&limit=N
+--   POST /v1/admin/dlq/replay?pipeline=K&integration=I[&limit=N]
+--   GET  /live                                 the live-events page (static/live.html)
+--
+-- Auth: `Authorization: Bearer <admin_token>` or `X-Admin-Token: <token>`
+-- (the SSE stream also takes ?token=, since EventSource cannot set
+-- headers). With cfg.admin_token unset every admin route answers 404 "admin
+-- API is off: set admin_token" — an unconfigured engine exposes nothing; a
+-- wrong or missing token is 401. The /live page itself is static and holds
+-- no data; it asks for the token and calls the API with it.
+--
+-- SSE: the engine's HTTP server sends one complete response per request
+-- (no chunked streaming yet), so /live/stream is a long poll in SSE format:
+-- it answers as soon as there are events newer than Last-Event-ID (or after
+-- STREAM_WAIT_S with a comment line) and tells EventSource to reconnect at
+-- once (`retry:`), which browsers do by themselves. Each event is sent
+-- once, when it first appears; GET /v1/admin/live shows later vendor
+-- attempts of the same event.
+local core = require "signal.core"
+local http = require "signal.http"
+local log = require "signal.log"
+local queue = require "signal.queue"
+local reload = require "signal.reload"
+local live = require "signal.live"
+local dlq = require "signal.dlq"
+local metrics = require "signal.metrics"
+
+local type, ipairs, pairs, tonumber, tostring = type, ipairs, pairs, tonumber, tostring
+local byte, min, max = string.byte, math.min, math.max
+
 local M = {}
-function M.init(ctx, router) end
+
+M.STREAM_WAIT_S = 15
+M.LIVE_LIMIT_MAX = 1000
+
+-- Equal-time comparison: the answer time does not reveal how much of a
+-- guessed token was right.
+local function same(a, b)
+  if type(a) ~= "string" or type(b) ~= "string" then return false end
+  local diff = #a == #b and 0 or 1
+  for i = 1, #b do
+    diff = diff + ((byte(a, i) or 0) == byte(b, i) and 0 or 1)
+  end
+  return diff == 0
+end
+
+local function presented(req, allow_query)
+  local h = req.headers or {}
+  local auth = h["authorization"]
+  if auth then
+    local t = auth:match("^[Bb]earer%s+(%S+)%s*$")
+    if t then return t end
+  end
+  if h["x-admin-token"] then return h["x-admin-token"] end
+  if allow_query then return http.parse_query(req.query).token end
+  return nil
+end
+
+-- guard(cfg, fn, allow_query) → a route handler that checks the token first
+local function guard(cfg, fn, allow_query)
+  return function(req, params)
+    local token = cfg.admin_token
+    if not token or token == "" then
+      return http.error(404, "ADMIN_OFF", "admin API is off: set admin_token")
+    end
+    if not same(presented(req, allow_query), token) then
+      return http.error(401, "UNAUTHORIZED", "missing or wrong admin token (Authorization: Bearer <admin_token>"
+        .. " or X-Admin-Token)", { ["WWW-Authenticate"] = 'Bearer realm="signal-admin"' })
+    end
+    return fn(req, params)
+  end
+end
+
+local function json(status, v)
+  return status, { ["Content-Type"] = "application/json", ["Cache-Control"] = "no-store" },
+    live.encode_response(v)
+end
+
+local function pipeline_of(ctx, q)
+  local pk = q.pipeline
+  if not pk then
+    if #ctx.cfg.pipelines == 1 then return ctx.cfg.pipelines[1] end
+    return nil, http.error(400, "PIPELINE_REQUIRED", "pipeline is required (?pipeline=KEY)")
+  end
+  local p = ctx.pipelines[pk]
+  if not p then return nil, http.error(404, "UNKNOWN_PIPELINE", "unknown pipeline " .. pk) end
+  return p
+end
+
+---------------------------------------------------------------------------
+-- status
+
+local function group_info(redis, stream, group)
+  local groups = metrics.xinfo_groups(redis, stream)
+  local g = groups and groups[group]
+  if not g then return { pending = 0, lag = nil, consumers = 0 } end
+  local lag = tonumber(g.lag)
+  return { pending = tonumber(g.pending) or 0, lag = lag, consumers = tonumber(g.consumers) or 0 }
+end
+
+function M.status(ctx)
+  local redis = ctx.redis
+  local out = {
+    version = core.version,
+    node = ctx.node,
+    worker = core.worker_id,
+    workers = core.workers,
+    blueprints = reload.status(),
+    pipelines = {},
+  }
+  for _, p in ipairs(ctx.cfg.pipelines) do
+    local pk = p.key
+    local cmds = { { "XLEN", queue.raw(pk) }, { "XLEN", queue.raw_dlq(pk) } }
+    for _, integ in ipairs(p.integrations) do
+      cmds[#cmds + 1] = { "XLEN", queue.delivery(pk, integ.name) }
+      cmds[#cmds + 1] = { "ZCARD", queue.retry(pk, integ.name) }
+      cmds[#cmds + 1] = { "XLEN", queue.dlq(pk, integ.name) }
+    end
+    local res, err = redis:pipeline(cmds)
+    if not res then return nil, err end
+    local raw = group_info(redis, queue.raw(pk), queue.RAW_GROUP)
+    raw.length = tonumber(res[1]) or 0
+    local ps = {
+      key = pk,
+      raw = raw,
+      processor_dead_letters = tonumber(res[2]) or 0,
+      integrations = {},
+    }
+    for i, integ in ipairs(p.integrations) do
+      local base = 2 + (i - 1) * 3
+      local d = group_info(redis, queue.delivery(pk, integ.name), queue.DELIVERY_GROUP)
+      d.length = tonumber(res[base + 1]) or 0
+      ps.integrations[#ps.integrations + 1] = {
+        name = integ.name,
+        type = integ.type,
+        preset = integ.preset,
+        event_stream_id = integ.event_stream_id,
+        base_url = integ.base_url,
+        delivery = d,
+        retry_scheduled = tonumber(res[base + 2]) or 0,
+        dead_letters = tonumber(res[base + 3]) or 0,
+      }
+    end
+    out.pipelines[#out.pipelines + 1] = ps
+  end
+  return out
+end
+
+---------------------------------------------------------------------------
+-- routes
+
+function M.init(ctx, router)
+  local cfg = ctx.cfg
+  local redis = ctx.redis
+
+  router:add("GET", "/v1/admin/status", guard(cfg, function()
+    local st, err = M.status(ctx)
+    if not st then return http.error(503, "REDIS_UNAVAILABLE", "Redis is unreachable: " .. tostring(err)) end
+    return json(200, st)
+  end))
+
+  router:add("POST", "/v1/admin/reload", guard(cfg, function()
+    -- This worker reloads now so the answer carries the result; the others
+    -- reload through the broadcast (an unchanged set is a no-op here).
+    local ok, errors = reload.try_reload()
+    core.broadcast_reload()
+    local st = reload.status()
+    return json(ok and 200 or 422, {
+      ok = ok, version = st.version, loaded_at = st.loaded_at, errors = errors or st.errors,
+      message = ok and "reloaded in every worker" or "reload rejected; the previous version stays live",
+    })
+  end))
+
+  router:add("GET", "/v1/admin/live", guard(cfg, function(req)
+    local q = http.parse_query(req.query)
+    local p, e1, e2, e3 = pipeline_of(ctx, q)
+    if not p then return e1, e2, e3 end
+    local limit = min(max(tonumber(q.limit) or 50, 1), M.LIVE_LIMIT_MAX)
+    local events, err = live.recent(redis, p, limit)
+    if not events then return http.error(503, "REDIS_UNAVAILABLE", "Redis is unreachable: " .. tostring(err)) end
+    return json(200, { pipeline = p.key, live_events_max = cfg.live_events_max, events = events })
+  end))
+
+  router:add("GET", "/v1/admin/live/stream", guard(cfg, function(req)
+    local q = http.parse_query(req.query)
+    local p, e1, e2, e3 = pipeline_of(ctx, q)
+    if not p then return e1, e2, e3 end
+    local last = (req.headers or {})["last-event-id"] or q.since
+    local headers = { ["Content-Type"] = "text/event-stream", ["Cache-Control"] = "no-store" }
+    local deadline = core.monotonic() + M.STREAM_WAIT_S
+    local events
+    if not last then
+      -- first connection: the newest event marks "now"; with none yet, wait
+      -- for the first ones below
+      local ids = redis:call("LRANGE", queue.live(p.key), 0, 0)
+      last = type(ids) == "table" and ids[1] or nil
+      if last then return 200, headers, "retry: 500\nid: " .. last .. "\n: connected\n\n" end
+      last = ""
+    end
+    while true do
+      events = live.recent(redis, p, 100, last ~= "" and last or nil)
+      if (events and #events > 0) or core.monotonic() > deadline or core.stopping() then break end
+      core.sleep(250)
+    end
+    local parts = { "retry: 500\n" }
+    if not events or #events == 0 then
+      parts[#parts + 1] = "id: " .. last .. "\n: keep-alive\n\n"
+    else
+      for i = #events, 1, -1 do   -- oldest first, so the last id is the newest
+        local e = events[i]
+        parts[#parts + 1] = "id: " .. e.message_id .. "\nevent: live\ndata: " .. live.encode_response(e) .. "\n\n"
+      end
+    end
+    return 200, headers, table.concat(parts)
+  end, true))
+
+  router:add("GET", "/v1/admin/dlq", guard(cfg, function(req)
+    local q = http.parse_query(req.query)
+    local ok, cerr = dlq.check(cfg, q)
+    if not ok then return http.error(400, "BAD_REQUEST", cerr) end
+    local entries, err = dlq.list(redis, cfg, q)
+    if not entries then return http.error(503, "REDIS_UNAVAILABLE", "Redis is unreachable: " .. tostring(err)) end
+    local counts = dlq.counts(redis, cfg, q) or {}
+    return json(200, { entries = entries, counts = counts })
+  end))
+
+  router:add("POST", "/v1/admin/dlq/replay", guard(cfg, function(req)
+    local q = http.parse_query(req.query)
+    local ok, cerr = dlq.check(cfg, q)
+    if not ok then return http.error(400, "BAD_REQUEST", cerr) end
+    local res, err = dlq.replay(redis, cfg, q)
+    if not res then return http.error(503, "REDIS_UNAVAILABLE", "Redis is unreachable: " .. tostring(err)) end
+    for _, s in ipairs(res.streams) do
+      metrics.inc("signal_dlq_replayed_total", { pipeline = s.pipeline, integration = s.integration }, s.replayed)
+    end
+    return json(200, { replayed = res.total, streams = res.streams })
+  end))
+
+  -- The page: read once per worker at start-up (it is small and static).
+  local page
+  local f = io.open((core.home or ".") .. "/lua/signal/static/live.html", "rb")
+  if f then page = f:read("*a"); f:close() end
+  router:add("GET", "/live", function()
+    if not cfg.admin_token then
+      return http.error(404, "ADMIN_OFF", "admin API is off: set admin_token")
+    end
+    if not page then return http.error(404, "NOT_FOUND", "live page not installed") end
+    return 200, { ["Content-Type"] = "text/html; charset=utf-8", ["Cache-Control"] = "no-store",
+                  ["X-Frame-Options"] = "DENY", ["Referrer-Policy"] = "no-referrer" }, page
+  end)
+end
+
 return M

@@ -33,4 +33,23 @@ function M.fields(list)
   return t
 end
 
+-- Appended by the delivery issue (#5). Shapes these keys hold:
+--   delivery stream fields: p (payload JSON), m (message_id), v (blueprint
+--     version), r (raw stream entry time, ms), a (attempts made), h (attempt
+--     history JSON) — a and h only on entries moved back from the retry ZSET
+--   retry ZSET member: JSON {p, m, v, r, a, h}, score = due time (ms)
+--   dead letters (per integration): p, m, v, r, a, h, e (cause), s (last
+--     status), k (final|exhausted), t (failed at, ms)
+--   raw dead letters signal:{pk}:dlq                stream: ev, in, e, t — events the
+--                                                    processor could not process at all
+--   live record HASH fields: t, in, ev, enrich, err, out:<integration> (payload,
+--     version, warnings JSON), req:<integration>:<attempt>:<ms> (vendor request JSON)
+--   rate limit       signal:{rl:<tenant_id>}         HASH token bucket (tokens, ts), all nodes
+--   metrics          signal:metrics                  HASH series -> value (counters, histograms)
+--                    signal:metrics:gauges           HASH series -> value (last writer wins)
+--                    signal:metrics:types            HASH metric name -> counter|gauge|histogram
+function M.raw_dlq(pk) return k(pk, "dlq") end
+function M.ratelimit(tenant) return "signal:{rl:" .. tenant .. "}" end
+function M.metrics(kind) return kind and ("signal:metrics:" .. kind) or "signal:metrics" end
+
 return M
