@@ -240,6 +240,11 @@ local DELIVERY = {
     description = "Maximum requests per second per Amperity tenant." },
   { name = "timeout_ms", type = "integer", min = 1, max = 600000, default = 10000,
     description = "Timeout of each vendor request." },
+  -- A process that dies leaves its stream entries pending; live consumers
+  -- claim them (XAUTOCLAIM) once they have been idle this long. Long enough
+  -- not to steal work from a slow but live worker.
+  { name = "claim_idle_ms", type = "integer", min = 100, default = 30000,
+    description = "Pending stream entries idle this long (a crashed process's) are claimed by live workers." },
 }
 
 M.schema = {

@@ -25,8 +25,8 @@
 --   * Redis failing mid-batch leaves the raw entries pending: the batch is
 --     retried with backoff, and if the process dies they are re-claimed.
 -- Crash safety: every CLAIM_INTERVAL a claimer task XAUTOCLAIMs entries idle
--- longer than claim_idle_ms (30 s by default; cfg.delivery.claim_idle_ms or
--- the SIGNAL_CLAIM_IDLE_MS environment variable) from consumers that died,
+-- longer than claim_idle_ms (30 s by default; cfg.delivery.claim_idle_ms)
+-- from consumers that died,
 -- and processes them the same way. At-least-once: a crash between the
 -- delivery XADD and the XACK reprocesses the event, and the duplicate payload
 -- carries the same message_id.
@@ -68,8 +68,7 @@ local identity, enrich        -- optional modules, resolved once in init
 -- settings(cfg) → { claim_idle_ms, claim_interval_ms } shared with delivery.
 function M.settings(cfg)
   local d = cfg.delivery or {}
-  local idle = tonumber(d.claim_idle_ms) or tonumber(os.getenv("SIGNAL_CLAIM_IDLE_MS") or "")
-    or M.CLAIM_IDLE_MS
+  local idle = tonumber(d.claim_idle_ms) or M.CLAIM_IDLE_MS
   idle = max(10, floor(idle))
   return { claim_idle_ms = idle, claim_interval_ms = min(5000, max(50, floor(idle / 2))) }
 end

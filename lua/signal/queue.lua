@@ -10,6 +10,14 @@
 --   identity         signal:{pk}:id:<canonical_id>   HASH email, phone, user_id
 --   live events      signal:{pk}:live                LIST of message ids (newest first)
 --                    signal:{pk}:live:<message_id>   HASH of the event's record
+--
+-- Keys outside a pipeline (built by their modules, listed here for one map):
+--   profile cache    signal:amperity:r:<sha256(tenant, collection, key, value)>   15 min found / 5 min not
+--   personalized     signal:amperity:p:<sha256(tenant, collection, id, context)>  2 min
+--   single flight    <either of the above>:lock                                    2 s
+--   browser cache    signal:hub:<org_id>:amperity:<canonical_id>                   15 min, allow-listed only
+--   rate limit       signal:{rl:<tenant_id>}                                       token bucket
+--   metrics          signal:metrics, signal:metrics:gauges, signal:metrics:types
 local M = {}
 
 M.RAW_GROUP = "processors"

@@ -119,7 +119,7 @@ describe("config.load", function()
     assert.is_nil(cfg.admin_token)
     assert.same({}, cfg.trusted_proxies)
     assert.same({ attempts = 8, first_retry_ms = 1000, max_retry_ms = 72000000,
-                  rate_limit_per_tenant = 500, timeout_ms = 10000 }, cfg.delivery)
+                  rate_limit_per_tenant = 500, timeout_ms = 10000, claim_idle_ms = 30000 }, cfg.delivery)
     assert.same({ budget_ms = 500 }, cfg.enrichment)
     assert.equal(86400, cfg.dedupe_ttl_s)
     assert.equal(1000, cfg.live_events_max)
@@ -143,7 +143,7 @@ describe("config.load", function()
     assert.same({ "10.0.0.0/8", "127.0.0.1", "::1", "fd00::/8" }, cfg.trusted_proxies)
     assert.equal(".example.com", cfg.cookie_domain)
     assert.same({ attempts = 5, first_retry_ms = 500, max_retry_ms = 3600000,
-                  rate_limit_per_tenant = 250, timeout_ms = 5000 }, cfg.delivery)
+                  rate_limit_per_tenant = 250, timeout_ms = 5000, claim_idle_ms = 30000 }, cfg.delivery)
     assert.equal(300, cfg.enrichment.budget_ms)
     local a = cfg.pipelines[1].integrations[1]
     assert.equal("amperity_eu", a.name)
@@ -334,7 +334,7 @@ describe("config top-level fields", function()
   it("fills delivery defaults around a partial delivery table", function()
     local cfg = valid(raw({ delivery = { attempts = 3 } }))
     assert.same({ attempts = 3, first_retry_ms = 1000, max_retry_ms = 72000000,
-                  rate_limit_per_tenant = 500, timeout_ms = 10000 }, cfg.delivery)
+                  rate_limit_per_tenant = 500, timeout_ms = 10000, claim_idle_ms = 30000 }, cfg.delivery)
   end)
 
   it("rejects a max retry delay below the first one", function()

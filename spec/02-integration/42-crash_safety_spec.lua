@@ -43,7 +43,9 @@ describe("crash safety", function()
     K.reset(sb)   -- clears the fault; the held requests of the dead engine are not recorded
 
     cfg.listen = nil
-    second = K.engine(cfg, { SIGNAL_CLAIM_IDLE_MS = "1000" })
+    cfg.delivery = cfg.delivery or {}
+    cfg.delivery.claim_idle_ms = 1000
+    second = K.engine(cfg)
     local by = K.wait_delivered(sb, mids, "esm-demo", 30)
     local distinct, total = 0, 0
     for _, m in ipairs(mids) do
@@ -83,7 +85,9 @@ describe("crash safety", function()
     assert.equal(5, #read[1][2])
 
     local cfg = K.config({ [pk] = { K.integ(sb) } })
-    local engine = K.engine(cfg, { SIGNAL_CLAIM_IDLE_MS = "200" })
+    cfg.delivery = cfg.delivery or {}
+    cfg.delivery.claim_idle_ms = 200
+    local engine = K.engine(cfg)
     local by = K.wait_delivered(sb, mids, "esm-demo", 20)
     engine:stop()
     for _, m in ipairs(mids) do assert.equal(202, by[m][1].status) end

@@ -121,10 +121,12 @@ function forbiddenMatchers({ tokens, hidden, profile }) {
     }
   }
   // The amperity_id and the linking-key values (hashes, customer id) only
-  // exist in raw Amperity answers.
+  // exist in raw Amperity answers. The page itself may know a customer id
+  // (the demo identifies as user-123), so linking keys are looked for in what
+  // Signal served, not in the page's own files (engineOnly).
   list.push([`Amperity profile_id ${profile.profile_id}`, (s) => s.includes(profile.profile_id)]);
   for (const [k, v] of Object.entries(profile.keys || {})) {
-    for (const one of [].concat(v)) list.push([`linking key ${k} (${one})`, (s) => s.includes(String(one))]);
+    for (const one of [].concat(v)) list.push([`linking key ${k} (${one})`, (s) => s.includes(String(one)), true]);
   }
   return list;
 }
@@ -304,7 +306,8 @@ if (!HAVE_CHROMIUM) {
     const leaks = [];
     for (const r of responses) {
       const headerText = Object.entries(r.headers || {}).map(([k, v]) => `${k}: ${v}`).join('\n');
-      for (const [label, test] of matchers) {
+      for (const [label, test, engineOnly] of matchers) {
+        if (engineOnly && !r.url.startsWith(ENGINE)) continue;
         if (test(headerText)) leaks.push(`${label} in the headers of ${r.method} ${r.url}`);
         if (r.body && test(r.body)) leaks.push(`${label} in the body of ${r.method} ${r.url}`);
       }
