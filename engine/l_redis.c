@@ -27,11 +27,16 @@
 #define BACKOFF_MAX_MS 2000
 #define MAX_PIPELINE 100000
 #define MAX_ARGS 4096
+/* A stalled (not dead) Redis must not hold a request for minutes: past this
+ * a command answers nil, "redis timeout after N ms" (callers answer 503).
+ * Connections used for XREADGROUP … BLOCK n need a timeout above n. */
+#define DEFAULT_TIMEOUT_MS 5000
 
 typedef struct redis_conn {
     worker_t *w;
     char *host, *path, *user, *password;
     int port, db;
+    int timeout_ms;                 /* per command, async side; 0 = none */
     redisContext *sync;
     redisAsyncContext *ac;
     int connected, was_down, closed;
@@ -40,14 +45,25 @@ typedef struct redis_conn {
     char last_err[256];
 } redis_conn;
 
-typedef struct redis_op {
+typedef struct redis_op redis_op;
+
+/* What hiredis holds for a command batch. It outlives its op when the op
+ * times out: late replies then find op == NULL and are dropped. */
+typedef struct redis_pending {
+    redis_op *op;
+    int left;                       /* replies hiredis still owes */
+} redis_pending;
+
+struct redis_op {
     sg_op op;
     redis_conn *c;
     worker_t *w;
+    redis_pending *pd;
+    struct event *timer;
     int n, got, pipeline, failed;
     int conn_ref;
     char err[256];
-} redis_op;
+};
 
 /* ---- URL parsing ------------------------------------------------------------ */
 
@@ -257,17 +273,52 @@ static void async_connect(redis_conn *c)
 static void rop_destroy(sg_op *o)
 {
     redis_op *op = (redis_op *)o;
+    if (op->timer) event_free(op->timer);
     luaL_unref(op->w->L, LUA_REGISTRYINDEX, op->conn_ref);
     free(op);
 }
 
+/* The op is answered (or abandoned): detach it from what hiredis holds. */
+static void detach(redis_op *op)
+{
+    if (op->timer) evtimer_del(op->timer);
+    if (op->pd) {
+        op->pd->op = NULL;
+        if (op->pd->left == 0) free(op->pd);
+        op->pd = NULL;
+    }
+}
+
+static void on_op_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd; (void)what;
+    redis_op *op = arg;
+    lua_State *co = op->op.co;
+    detach(op);
+    if (op->pipeline && op->got > 0) lua_pop(co, 1);   /* the partial result table */
+    lua_pushnil(co);
+    lua_pushfstring(co, "redis timeout after %d ms", op->c->timeout_ms);
+    op->op.nresults = 2;
+    worker_ready(op->w, &op->op);
+}
+
 static void on_reply(redisAsyncContext *ac, void *r, void *priv)
 {
-    redis_op *op = priv;
+    redis_pending *pd = priv;
+    redis_op *op = pd->op;
     redisReply *reply = r;
+    pd->left--;
+    if (!op) {                   /* the op timed out earlier: drop the late reply */
+        if (pd->left == 0) free(pd);
+        return;
+    }
     lua_State *co = op->op.co;
     if (op->w->stopping > 1) {   /* lua_State is being closed: touch nothing */
-        if (++op->got == op->n) free(op);
+        if (++op->got == op->n) {
+            detach(op);
+            if (op->timer) event_free(op->timer);
+            free(op);
+        }
         return;
     }
     if (!reply && !op->failed) {
@@ -289,6 +340,7 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
             push_reply(co, reply, 0);
             op->op.nresults = 1;
         }
+        detach(op);
         worker_ready(op->w, &op->op);
         return;
     }
@@ -314,6 +366,7 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv)
     } else {
         op->op.nresults = 1;
     }
+    detach(op);
     worker_ready(op->w, &op->op);
 }
 
@@ -422,7 +475,10 @@ static int async_run(lua_State *L, worker_t *w, redis_conn *c, int pipeline)
     int ncmd = pipeline ? (int)lua_objlen(L, 2) : 1;
     if (ncmd < 1 || ncmd > MAX_PIPELINE) return luaL_error(L, "redis: pipeline needs 1..%d commands", MAX_PIPELINE);
     redis_op *op = calloc(1, sizeof *op);
-    if (!op) return luaL_error(L, "redis: out of memory");
+    redis_pending *pd = calloc(1, sizeof *pd);
+    if (!op || !pd) { free(op); free(pd); return luaL_error(L, "redis: out of memory"); }
+    pd->op = op;
+    op->pd = pd;
     op->c = c;
     op->w = w;
     op->n = ncmd;
@@ -436,7 +492,10 @@ static int async_run(lua_State *L, worker_t *w, redis_conn *c, int pipeline)
         lua_rawgeti(L, 2, i);
         int n = collect_args(L, lua_gettop(L), 0, argv, lens, MAX_ARGS);
         lua_pop(L, 1);
-        if (n <= 0) { free(op); return luaL_error(L, "redis: command %d must be a non-empty list of strings", i); }
+        if (n <= 0) {
+            free(op); free(pd);
+            return luaL_error(L, "redis: command %d must be a non-empty list of strings", i);
+        }
     }
     for (int i = 1; i <= ncmd; i++) {
         int n;
@@ -445,13 +504,28 @@ static int async_run(lua_State *L, worker_t *w, redis_conn *c, int pipeline)
             n = collect_args(L, lua_gettop(L), 0, argv, lens, MAX_ARGS);
         } else {
             n = collect_args(L, 0, 2, argv, lens, MAX_ARGS);
-            if (n <= 0) { free(op); return luaL_error(L, "redis: call needs a command of strings"); }
+            if (n <= 0) { free(op); free(pd); return luaL_error(L, "redis: call needs a command of strings"); }
         }
-        redisAsyncCommandArgv(c->ac, on_reply, op, n, argv, lens);
+        /* hiredis refuses commands only while the context is closing; that
+         * cannot change between two commands of this loop, so checking the
+         * first one is enough. */
+        if (redisAsyncCommandArgv(c->ac, on_reply, pd, n, argv, lens) != REDIS_OK && i == 1) {
+            if (pipeline) lua_pop(L, 1);
+            free(op); free(pd);
+            lua_pushnil(L);
+            lua_pushliteral(L, "redis unavailable: connection is closing");
+            return 2;
+        }
+        pd->left++;
         if (pipeline) lua_pop(L, 1);
     }
     lua_pushvalue(L, 1);
     op->conn_ref = luaL_ref(L, LUA_REGISTRYINDEX);   /* keep the conn alive while waiting */
+    if (c->timeout_ms > 0) {
+        op->timer = evtimer_new(w->base, on_op_timeout, op);
+        struct timeval tv = { c->timeout_ms / 1000, (c->timeout_ms % 1000) * 1000 };
+        if (op->timer) evtimer_add(op->timer, &tv);
+    }
     return worker_yield(w, L);
 }
 
@@ -516,6 +590,12 @@ static int l_connect(lua_State *L)
         return 2;
     }
     c->backoff_ms = BACKOFF_MIN_MS;
+    c->timeout_ms = DEFAULT_TIMEOUT_MS;
+    if (lua_istable(L, 2)) {
+        lua_getfield(L, 2, "timeout_ms");
+        if (lua_isnumber(L, -1)) c->timeout_ms = (int)lua_tointeger(L, -1);
+        lua_pop(L, 1);
+    }
     snprintf(c->last_err, sizeof c->last_err, "not connected yet");
     c->w = worker_of(L);
     if (c->w) {

@@ -13,9 +13,11 @@ H.redis_url = os.getenv("SIGNAL_TEST_REDIS") or "redis://127.0.0.1:6399/0"
 H.tmp = os.getenv("SIGNAL_TEST_TMP") or "/tmp/signal-spec"
 os.execute("mkdir -p " .. H.tmp)
 
--- Seeded from the OS: concurrent runs on one machine must not pick the same ports.
+-- Seeded from the OS: concurrent runs on one machine must not pick the same
+-- ports. Kept below Linux's ephemeral range (32768+): a port held by an
+-- outgoing connection refuses a probe yet cannot be listened on.
 math.randomseed(tonumber(core.random_hex(4), 16))
-local next_port = tonumber(os.getenv("SIGNAL_TEST_PORT_BASE") or "") or (23000 + math.random(0, 20000))
+local next_port = tonumber(os.getenv("SIGNAL_TEST_PORT_BASE") or "") or (20000 + math.random(0, 9000))
 
 local function port_free(port)
   local res = core.http.request { url = "http://127.0.0.1:" .. port .. "/", timeout_ms = 300 }

@@ -53,7 +53,7 @@ trap cleanup EXIT
 
 # free_port: the first port from a random base that nothing answers on
 free_port() {
-  local p=$((20000 + RANDOM % 20000))
+  local p=$((20000 + RANDOM % 12000))   # below the ephemeral range
   while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
   echo "$p"
 }
