@@ -2,7 +2,7 @@
 # tools/check-memory.sh — `make check-memory`: the C unit tests under
 # valgrind, then the AddressSanitizer/LeakSanitizer build of the engine
 # driven through its primitives (HTTP client, 300 concurrent requests, Redis
-# reconnect) and as a server under load, stopped with SIGTERM. Any sanitizer
+# stall timeouts, Redis reconnect) and as a server under load, stopped with SIGTERM. Any sanitizer
 # report fails the run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -19,8 +19,9 @@ valgrind -q --error-exitcode=99 --leak-check=full build/test_core || fail=1
 echo "== ASan engine: primitives"
 bin/signal serve spec/fixtures/apps/upstream.lua --listen 127.0.0.1:$P 2>/dev/null & sleep 0.5
 redis-server --port $RP --save '' --appendonly no --daemonize yes --dir "$TMP" >/dev/null; sleep 0.2
+RPID=$(redis-cli -p $RP info server | tr -d '\r' | awk -F: '/^process_id/{print $2}')
 for t in "http_client.lua http://127.0.0.1:$P" "http_concurrency.lua http://127.0.0.1:$P 300" \
-         "redis_reconnect.lua $RP $TMP"; do
+         "redis_stall.lua $RP $RPID" "redis_reconnect.lua $RP $TMP"; do
   set -- $t
   build/signal-asan exec "spec/fixtures/tasks/$1" "${@:2}" >"$TMP/out" 2>&1
   if grep -q "Sanitizer" "$TMP/out"; then cat "$TMP/out"; fail=1; else echo "ok: $1"; fi
