@@ -8,6 +8,7 @@
  */
 #include "l_core.h"
 #include "log.h"
+#include "server.h"
 #include "worker.h"
 
 #include <errno.h>
@@ -143,6 +144,47 @@ static int l_gunzip(lua_State *L)
     return 1;
 }
 
+/* ---- streaming replies (Server-Sent Events) --------------------------------- */
+
+/* core.stream_start(status, headers): turns the current request's reply
+ * into a chunked stream; the handler then writes and, when it returns, the
+ * stream ends (its return values are ignored). */
+static int l_stream_start(lua_State *L)
+{
+    int status = (int)luaL_checkinteger(L, 1);
+    worker_t *w = worker_of(L);
+    int *streaming = NULL;
+    struct evhttp_request *req = w ? worker_request_of(w, L, &streaming) : NULL;
+    if (!req) return luaL_error(L, "stream_start: only an HTTP request handler can stream");
+    if (*streaming) return luaL_error(L, "stream_start: the stream is already started");
+    if (server_stream_start(req, L, status, 2) != 0) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "closed");
+        return 2;
+    }
+    *streaming = 1;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* core.stream_write(s) → true, or nil, "closed" once the client has gone. */
+static int l_stream_write(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    worker_t *w = worker_of(L);
+    int *streaming = NULL;
+    struct evhttp_request *req = w ? worker_request_of(w, L, &streaming) : NULL;
+    if (!req || !*streaming) return luaL_error(L, "stream_write: call stream_start first");
+    if (server_stream_write(req, s, n) != 0) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "closed");
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* ---- logging, worker facts, reload hooks ------------------------------------ */
 
 static int l_log_write(lua_State *L)
@@ -244,6 +286,8 @@ int luaopen_signal_core(lua_State *L)
         { "on_reload", l_on_reload },
         { "broadcast_reload", l_broadcast_reload },
         { "watch", l_watch },
+        { "stream_start", l_stream_start },
+        { "stream_write", l_stream_write },
         { NULL, NULL },
     };
     lua_newtable(L);

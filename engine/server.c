@@ -217,6 +217,57 @@ static void add_header(struct evkeyvalq *out, const char *k, const char *v)
         sg_log("warn", "response header dropped (contains CR or LF)", "header", k, NULL);
 }
 
+/* Adds the headers table at index idx of L (name → string | { strings }). */
+static void add_headers(struct evkeyvalq *out, lua_State *co, int idx)
+{
+    if (!lua_istable(co, idx)) return;
+    lua_pushnil(co);
+    while (lua_next(co, idx)) {
+        /* Type first: lua_tostring on a number key would break lua_next. */
+        const char *k = lua_type(co, -2) == LUA_TSTRING ? lua_tostring(co, -2) : NULL;
+        if (k) {
+            if (lua_istable(co, -1)) {
+                int n = (int)lua_objlen(co, -1);
+                for (int i = 1; i <= n; i++) {
+                    lua_rawgeti(co, -1, i);
+                    const char *v = lua_tostring(co, -1);
+                    if (v) add_header(out, k, v);
+                    lua_pop(co, 1);
+                }
+            } else {
+                const char *v = lua_tostring(co, -1);
+                if (v) add_header(out, k, v);
+            }
+        }
+        lua_pop(co, 1);
+    }
+}
+
+int server_stream_start(struct evhttp_request *req, lua_State *L, int status, int hidx)
+{
+    if (!evhttp_request_get_connection(req)) return -1;
+    add_headers(evhttp_request_get_output_headers(req), L, hidx);
+    evhttp_send_reply_start(req, status, reason(status));
+    return 0;
+}
+
+int server_stream_write(struct evhttp_request *req, const char *s, size_t n)
+{
+    /* libevent detaches the request from a connection that failed. */
+    if (!evhttp_request_get_connection(req)) return -1;
+    struct evbuffer *b = evbuffer_new();
+    if (!b) return -1;
+    evbuffer_add(b, s, n);
+    evhttp_send_reply_chunk(req, b);
+    evbuffer_free(b);
+    return 0;
+}
+
+void server_stream_end(struct evhttp_request *req)
+{
+    evhttp_send_reply_end(req);   /* frees a detached request too */
+}
+
 void server_reply(worker_t *w, struct evhttp_request *req, lua_State *co)
 {
     (void)w;
@@ -235,28 +286,7 @@ void server_reply(worker_t *w, struct evhttp_request *req, lua_State *co)
         evbuffer_free(b);
         return;
     }
-    if (lua_istable(co, 2)) {
-        lua_pushnil(co);
-        while (lua_next(co, 2)) {
-            /* Type first: lua_tostring on a number key would break lua_next. */
-            const char *k = lua_type(co, -2) == LUA_TSTRING ? lua_tostring(co, -2) : NULL;
-            if (k) {
-                if (lua_istable(co, -1)) {
-                    int n = (int)lua_objlen(co, -1);
-                    for (int i = 1; i <= n; i++) {
-                        lua_rawgeti(co, -1, i);
-                        const char *v = lua_tostring(co, -1);
-                        if (v) add_header(out, k, v);
-                        lua_pop(co, 1);
-                    }
-                } else {
-                    const char *v = lua_tostring(co, -1);
-                    if (v) add_header(out, k, v);
-                }
-            }
-            lua_pop(co, 1);
-        }
-    }
+    add_headers(out, co, 2);
     size_t blen = 0;
     const char *body = lua_tolstring(co, 3, &blen);
     if (body && blen) evbuffer_add(b, body, blen);

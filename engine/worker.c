@@ -24,6 +24,7 @@ struct task {
     lua_State *co;
     struct evhttp_request *req;   /* NULL for background tasks */
     int is_main;                  /* exec mode: its end ends the run */
+    int streaming;                /* a chunked reply was started */
 };
 
 worker_t *worker_of(lua_State *L)
@@ -49,6 +50,15 @@ int worker_can_yield(worker_t *w, lua_State *L)
 {
     (void)w;
     return L != w->L && task_of(L, L) != NULL;
+}
+
+struct evhttp_request *worker_request_of(worker_t *w, lua_State *L, int **streaming)
+{
+    if (L == w->L) return NULL;
+    task_t *t = task_of(L, L);
+    if (!t) return NULL;
+    if (streaming) *streaming = &t->streaming;
+    return t->req;
 }
 
 int worker_yield(worker_t *w, lua_State *L)
@@ -94,7 +104,8 @@ static void task_finish(worker_t *w, task_t *t, int rc)
                "error", lua_tostring(L, -1), NULL);
         lua_pop(L, 1);
     }
-    if (t->req) server_reply(w, t->req, rc == 0 ? co : NULL);
+    if (t->req && t->streaming) server_stream_end(t->req);
+    else if (t->req) server_reply(w, t->req, rc == 0 ? co : NULL);
     if (t->is_main) {
         w->engine->exit_code = rc != 0 ? 1 : (lua_isnumber(co, 1) ? (int)lua_tointeger(co, 1) : 0);
         w->main_task_done = 1;

@@ -97,6 +97,10 @@ worker_t *worker_of(lua_State *L);
 /* Whether L is a coroutine the engine started (so it may yield). */
 int worker_can_yield(worker_t *w, lua_State *L);
 
+/* The HTTP request a task serves (NULL for background tasks); *streaming
+ * points at its "chunked reply started" flag. */
+struct evhttp_request *worker_request_of(worker_t *w, lua_State *L, int **streaming);
+
 /* Suspend L until its op is queued; use as `return worker_yield(w, L);`.
  * Marks the yield as ours, so a stray coroutine.yield can be told apart. */
 int worker_yield(worker_t *w, lua_State *L);

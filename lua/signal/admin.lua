@@ -15,13 +15,14 @@
 -- wrong or missing token is 401. The /live page itself is static and holds
 -- no data; it asks for the token and calls the API with it.
 --
--- SSE: the engine's HTTP server sends one complete response per request
--- (no chunked streaming yet), so /live/stream is a long poll in SSE format:
--- it answers as soon as there are events newer than Last-Event-ID (or after
--- STREAM_WAIT_S with a comment line) and tells EventSource to reconnect at
--- once (`retry:`), which browsers do by themselves. Each event is sent
--- once, when it first appears; GET /v1/admin/live shows later vendor
--- attempts of the same event.
+-- SSE: /live/stream is a chunked text/event-stream (core.stream_start /
+-- stream_write). A new client starts at "now", or after Last-Event-ID when
+-- EventSource reconnects; new events are written as they appear (polled
+-- every 250 ms from Redis, so events processed by any node show up), with a
+-- keep-alive comment every STREAM_PING_S. The stream ends after
+-- STREAM_MAX_S, on shutdown, or when a write finds the client gone. Each
+-- event is sent once, when it first appears; GET /v1/admin/live shows later
+-- vendor attempts of the same event.
 local core = require "signal.core"
 local http = require "signal.http"
 local log = require "signal.log"
@@ -36,7 +37,8 @@ local byte, min, max = string.byte, math.min, math.max
 
 local M = {}
 
-M.STREAM_WAIT_S = 15
+M.STREAM_PING_S = 15       -- keep-alive comment interval on an idle stream
+M.STREAM_MAX_S = 600       -- a stream ends after this; EventSource reconnects
 M.LIVE_LIMIT_MAX = 1000
 
 -- Equal-time comparison: the answer time does not reveal how much of a
@@ -192,32 +194,36 @@ function M.init(ctx, router)
     local p, e1, e2, e3 = pipeline_of(ctx, q)
     if not p then return e1, e2, e3 end
     local last = (req.headers or {})["last-event-id"] or q.since
-    local headers = { ["Content-Type"] = "text/event-stream", ["Cache-Control"] = "no-store" }
-    local deadline = core.monotonic() + M.STREAM_WAIT_S
-    local events
     if not last then
-      -- first connection: the newest event marks "now"; with none yet, wait
-      -- for the first ones below
+      -- a new client starts at "now": the newest event so far is the mark
       local ids = redis:call("LRANGE", queue.live(p.key), 0, 0)
-      last = type(ids) == "table" and ids[1] or nil
-      if last then return 200, headers, "retry: 500\nid: " .. last .. "\n: connected\n\n" end
-      last = ""
+      last = type(ids) == "table" and ids[1] or ""
     end
-    while true do
-      events = live.recent(redis, p, 100, last ~= "" and last or nil)
-      if (events and #events > 0) or core.monotonic() > deadline or core.stopping() then break end
-      core.sleep(250)
-    end
-    local parts = { "retry: 500\n" }
-    if not events or #events == 0 then
-      parts[#parts + 1] = "id: " .. last .. "\n: keep-alive\n\n"
-    else
-      for i = #events, 1, -1 do   -- oldest first, so the last id is the newest
-        local e = events[i]
-        parts[#parts + 1] = "id: " .. e.message_id .. "\nevent: live\ndata: " .. live.encode_response(e) .. "\n\n"
+    core.stream_start(200, { ["Content-Type"] = "text/event-stream", ["Cache-Control"] = "no-store",
+                             ["X-Accel-Buffering"] = "no" })
+    if not core.stream_write("retry: 1000\n: connected\n\n") then return end
+    local now = core.monotonic()
+    local deadline, next_ping = now + M.STREAM_MAX_S, now + M.STREAM_PING_S
+    while not core.stopping() and now < deadline do
+      local events = live.recent(redis, p, 100, last ~= "" and last or nil)
+      if events and #events > 0 then
+        local parts = {}
+        for i = #events, 1, -1 do   -- oldest first, so the last id is the newest
+          local e = events[i]
+          parts[#parts + 1] = "id: " .. e.message_id .. "\nevent: live\ndata: " .. live.encode_response(e) .. "\n\n"
+        end
+        last = events[1].message_id
+        if not core.stream_write(table.concat(parts)) then return end
+        next_ping = now + M.STREAM_PING_S
+      elseif now > next_ping then
+        -- a comment line: keeps proxies from timing out, and a failed write
+        -- is how a client that went away is noticed
+        if not core.stream_write(": keep-alive\n\n") then return end
+        next_ping = now + M.STREAM_PING_S
       end
+      core.sleep(250)
+      now = core.monotonic()
     end
-    return 200, headers, table.concat(parts)
   end, true))
 
   router:add("GET", "/v1/admin/dlq", guard(cfg, function(req)

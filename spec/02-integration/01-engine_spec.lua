@@ -44,6 +44,19 @@ describe("engine core", function()
     assert.is_true(r.hello_before_release)
   end)
 
+  it("streams a chunked reply and notices when the client goes away", function()
+    local res = assert(H.request("GET", upstream.url .. "/stream?n=3"))
+    assert.equal(200, res.status)
+    assert.equal("chunked", res.headers["transfer-encoding"])
+    assert.equal("data: 1\n\ndata: 2\n\ndata: 3\n\n", res.body)
+    -- a client that gives up: the handler's next write fails and it returns
+    local _, err = H.request("GET", upstream.url .. "/stream_forever", nil, nil, 200)
+    assert.matches("^timeout", err)
+    H.eventually(function()
+      return assert(H.request("GET", upstream.url .. "/stream_ended")).body == "1"
+    end, 10, "the streaming handler to see the client leave")
+  end)
+
   it("reuses keep-alive connections and reports timeouts, refusals and DNS failures clearly", function()
     local out, code, err = H.exec(H.root .. "/spec/fixtures/tasks/http_client.lua", upstream.url)
     assert.equal(0, code, err)
