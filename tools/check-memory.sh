@@ -32,6 +32,9 @@ build/signal-asan serve spec/fixtures/apps/upstream.lua --listen 127.0.0.1:$AP 2
 sleep 1
 for _ in 1 2 3; do curl -s "127.0.0.1:$AP/slow?ms=300" >/dev/null & done
 curl -s -XPOST "127.0.0.1:$AP/echo" -d x >/dev/null
+curl -s "127.0.0.1:$AP/stream?n=3" >/dev/null
+curl -s --max-time 0.3 "127.0.0.1:$AP/stream_forever" >/dev/null
+sleep 0.3   # the abandoned stream's handler notices on its next write
 wrk -t1 -c20 -d2s "http://127.0.0.1:$AP/hello" >/dev/null
 kill -TERM $APID; wait $APID
 if grep -q "Sanitizer" "$TMP/serve.log"; then cat "$TMP/serve.log"; fail=1; else echo "ok: serve + SIGTERM"; fi
