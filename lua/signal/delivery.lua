@@ -62,7 +62,6 @@ cjson.encode_sparse_array(true)
 local M = {}
 
 M.MAX_INFLIGHT = 512        -- requests in flight per integration per worker
-M.READ_COUNT = 100
 M.JITTER = 0.2              -- retry delays are stretched by 0..20 %
 M.MOVE_BATCH = 500
 M.LOG_EVERY_S = 10          -- at most one log line per integration and outcome per this
@@ -337,36 +336,9 @@ end
 M.dispatch = dispatch
 
 local function consumer(ds)
-  local delay = 100
-  local grouped = false
-  while not stopping() do
-    if not grouped then
-      local ok, err = processor.ensure_group(ds.conn, ds.stream, queue.DELIVERY_GROUP)
-      if ok then grouped = true else
-        log_throttled(ds, "warn", "group", "cannot create consumer group; retrying",
-          { stream = ds.stream, reason = err })
-        sleep(delay); delay = min(delay * 2, 2000)
-      end
-    elseif ds.inflight >= M.MAX_INFLIGHT then
-      sleep(2)
-    else
-      local res, err = ds.conn:call("XREADGROUP", "GROUP", queue.DELIVERY_GROUP, ds.consumer,
-        "COUNT", min(M.READ_COUNT, M.MAX_INFLIGHT - ds.inflight), "BLOCK", processor.BLOCK_MS,
-        "STREAMS", ds.stream, ">")
-      if type(res) == "table" then
-        delay = 100
-        local s = res[1]
-        if type(s) == "table" and type(s[2]) == "table" then dispatch(ds, s[2]) end
-      elseif err then
-        if err:find("NOGROUP", 1, true) then grouped = false
-        else
-          log_throttled(ds, "warn", "read", "reading the delivery stream failed; retrying",
-            { stream = ds.stream, reason = err })
-          sleep(delay); delay = min(delay * 2, 2000)
-        end
-      end
-    end
-  end
+  processor.consume(ds, queue.DELIVERY_GROUP, M.MAX_INFLIGHT, dispatch, function(key, msg, fields)
+    log_throttled(ds, "warn", key, msg, fields)
+  end)
 end
 
 local function move_due(ds)

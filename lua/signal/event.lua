@@ -174,6 +174,9 @@ local function days_from_civil(y, m, d)
   local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
   return era * 146097 + doe - 719468
 end
+-- Shared with every module that turns dates into epoch seconds (the
+-- Amperity payload's timestamp, HTTP-date Retry-After): one implementation.
+M.days_from_civil = days_from_civil
 
 -- parse_iso8601(s) → seconds since epoch (float), or nil.
 -- Accepts YYYY-MM-DDThh:mm:ss[.fraction](Z|±hh:mm), fraction 1-9 digits.

@@ -352,35 +352,48 @@ M.dispatch = dispatch
 ---------------------------------------------------------------------------
 -- tasks
 
-local function reader(ps)
+-- consume(st, group, max_inflight, dispatch, warn): the read loop shared by
+-- the processor and the delivery workers. st holds conn (a dedicated
+-- connection: XREADGROUP BLOCK), stream, consumer and inflight (entries
+-- being worked on, so reads never exceed max_inflight). Creates the group
+-- when missing (again after a NOGROUP, e.g. the stream was deleted); Redis
+-- errors back off 100 ms → 2 s; returns once the engine is stopping.
+-- warn(key, msg, fields) reports problems (callers may throttle).
+function M.consume(st, group, max_inflight, dispatch, warn)
   local delay = 100
   local grouped = false
   while not stopping() do
     if not grouped then
-      local ok, err = M.ensure_group(ps.conn, ps.stream, queue.RAW_GROUP)
+      local ok, err = M.ensure_group(st.conn, st.stream, group)
       if ok then grouped = true else
-        log.warn("cannot create consumer group; retrying", { stream = ps.stream, reason = err })
+        warn("group", "cannot create consumer group; retrying", { stream = st.stream, reason = err })
         sleep(delay); delay = min(delay * 2, 2000)
       end
-    elseif ps.inflight >= M.MAX_INFLIGHT then
+    elseif st.inflight >= max_inflight then
       sleep(2)
     else
-      local res, err = ps.conn:call("XREADGROUP", "GROUP", queue.RAW_GROUP, ps.consumer,
-        "COUNT", min(M.READ_COUNT, M.MAX_INFLIGHT - ps.inflight), "BLOCK", M.BLOCK_MS,
-        "STREAMS", ps.stream, ">")
+      local res, err = st.conn:call("XREADGROUP", "GROUP", group, st.consumer,
+        "COUNT", min(M.READ_COUNT, max_inflight - st.inflight), "BLOCK", M.BLOCK_MS,
+        "STREAMS", st.stream, ">")
       if type(res) == "table" then
         delay = 100
         local s = res[1]
-        if type(s) == "table" and type(s[2]) == "table" then dispatch(ps, s[2]) end
+        if type(s) == "table" and type(s[2]) == "table" then dispatch(st, s[2]) end
       elseif err then
         if err:find("NOGROUP", 1, true) then grouped = false
         else
-          log.warn("reading the raw stream failed; retrying", { stream = ps.stream, reason = err })
+          warn("read", "reading the stream failed; retrying", { stream = st.stream, reason = err })
           sleep(delay); delay = min(delay * 2, 2000)
         end
       end
     end
   end
+end
+
+local function warn_plain(_, msg, fields) log.warn(msg, fields) end
+
+local function reader(ps)
+  M.consume(ps, queue.RAW_GROUP, M.MAX_INFLIGHT, dispatch, warn_plain)
 end
 
 -- claim(redis, stream, group, consumer, idle_ms, active, fn) → number claimed.

@@ -147,15 +147,8 @@ function M.explain(integ, status, err, body)
   return "unexpected status " .. status .. " from Amperity" .. snippet(body)
 end
 
--- Day number of a civil date (proleptic Gregorian), timezone-free.
-local function days_from_civil(y, m, d)
-  if m <= 2 then y = y - 1 end
-  local era = floor(y / 400)
-  local yoe = y - era * 400
-  local mp = (m + 9) % 12
-  local doy = floor((153 * mp + 2) / 5) + d - 1
-  return era * 146097 + yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy - 719468
-end
+-- Days since 1970-01-01 of a civil date: pure arithmetic, timezone-free.
+local days_from_civil = require("signal.event").days_from_civil
 
 local MONTHS = { jan = 1, feb = 2, mar = 3, apr = 4, may = 5, jun = 6,
                  jul = 7, aug = 8, sep = 9, oct = 10, nov = 11, dec = 12 }

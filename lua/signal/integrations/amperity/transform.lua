@@ -41,17 +41,8 @@ local function scalar(v)
   return nil
 end
 
--- Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
--- days_from_civil): pure arithmetic, so no dependence on the local timezone.
-local function days_from_civil(y, m, d)
-  if m <= 2 then y = y - 1 end
-  local era = floor(y / 400)
-  local yoe = y - era * 400
-  local mp = (m + 9) % 12
-  local doy = floor((153 * mp + 2) / 5) + d - 1
-  local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
-  return era * 146097 + doe - 719468
-end
+-- Days since 1970-01-01 of a civil date: pure arithmetic, timezone-free.
+local days_from_civil = require("signal.event").days_from_civil
 
 local function from_epoch(secs, ms)
   return date("!%Y-%m-%dT%H:%M:%S", secs) .. format(".%03dZ", ms)
