@@ -3,29 +3,47 @@
 # run the demo, only when missing (safe to re-run). Debian packages via apt,
 # the SDK's dev tools via npm (package-lock.json). Never downloads a browser:
 # browser tests use Debian's chromium.
+#
+# REQUIRED packages must install or this fails. OPTIONAL ones (the browser
+# for the e2e test, benchmark and memory-check tools) are tried separately:
+# if one cannot be installed the run goes on, and the tests that need it say
+# so (the browser test reports itself skipped, never passed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(build-essential pkg-config libluajit2-5.1-dev luajit2 libcurl4-openssl-dev libhiredis-dev
-      lua-cjson libevent-dev libssl-dev zlib1g-dev redis-server lua-busted luarocks curl wrk
-      nodejs npm chromium valgrind nginx-light libnginx-mod-http-lua)
+REQUIRED=(build-essential pkg-config libluajit2-5.1-dev luajit2 libcurl4-openssl-dev libhiredis-dev
+          lua-cjson libevent-dev libssl-dev zlib1g-dev redis-server redis-tools lua-busted luarocks curl)
+OPTIONAL=(chromium wrk valgrind nginx-light libnginx-mod-http-lua bc)
 
-missing=()
-for p in "${PKGS[@]}"; do
-  if [ "$p" = npm ] && command -v npm >/dev/null 2>&1; then continue; fi   # nodesource node ships npm
-  if [ "$p" = nodejs ] && command -v node >/dev/null 2>&1; then continue; fi
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-done
+missing() {
+  local p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"
+  done
+}
 
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "deps: installing ${missing[*]}"
-  SUDO=""
-  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+updated=0
+apt_install() {
+  [ $updated -eq 1 ] || { $SUDO apt-get update -qq; updated=1; }
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+req=$(missing "${REQUIRED[@]}")
+command -v node >/dev/null 2>&1 || req="$req nodejs npm"   # nodesource's node ships npm
+if [ -n "$(echo $req)" ]; then
+  echo "deps: installing $(echo $req)"
+  apt_install $req
 fi
 
-if [ -f package-lock.json ] && command -v npm >/dev/null 2>&1; then
+opt=$(missing "${OPTIONAL[@]}")
+for p in $opt; do
+  echo "deps: installing $p (optional)"
+  apt_install "$p" || echo "deps: WARNING: could not install $p; the checks that need it will say so"
+done
+
+if [ -f package-lock.json ]; then
   if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
     echo "deps: npm ci"
     PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null
