@@ -20,6 +20,7 @@
 #include <unistd.h>
 #include <zlib.h>
 #include <lauxlib.h>
+#include <lualib.h>
 
 #define SG_VERSION "1.8.0"
 
@@ -269,6 +270,26 @@ static int l_watch(lua_State *L)
         return 2;
     }
     lua_pushboolean(L, 1);
+    return 1;
+}
+
+void sg_prepare_state(lua_State *L, const char *home)
+{
+    luaL_openlibs(L);
+    lua_getglobal(L, "package");
+    lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;", home, home);
+    lua_getfield(L, -2, "path");
+    lua_concat(L, 2);
+    lua_setfield(L, -2, "path");
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, luaopen_signal_core);
+    lua_setfield(L, -2, "signal.core");
+    lua_pop(L, 2);
+}
+
+int sg_traceback(lua_State *L)
+{
+    luaL_traceback(L, L, lua_tostring(L, 1), 1);
     return 1;
 }
 

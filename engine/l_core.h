@@ -14,4 +14,12 @@ void sg_open_redis(lua_State *L);   /* adds core.redis */
 
 int luaopen_signal_core(lua_State *L);
 
+/* Opens the standard libraries, puts home/lua first on package.path and
+ * makes `require "signal.core"` load the built-in module: every lua_State
+ * the engine creates (boot and workers) starts this way. */
+void sg_prepare_state(lua_State *L, const char *home);
+
+/* Message handler for lua_pcall: the error with a traceback. */
+int sg_traceback(lua_State *L);
+
 #endif

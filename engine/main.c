@@ -54,28 +54,12 @@ static void find_home(char *out, size_t cap)
     snprintf(out, cap, "%s", SIGNAL_DEFAULT_HOME);
 }
 
-static int traceback(lua_State *L)
-{
-    luaL_traceback(L, L, lua_tostring(L, 1), 1);
-    return 1;
-}
-
 /* Runs signal.cli.main(argv) in the boot state. Returns the exit code, or -1
  * with the plan table left on top of the stack. */
 static int run_cli(lua_State *L, const char *home, int argc, char **argv)
 {
-    luaL_openlibs(L);
-    lua_getglobal(L, "package");
-    lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;", home, home);
-    lua_getfield(L, -2, "path");
-    lua_concat(L, 2);
-    lua_setfield(L, -2, "path");
-    lua_getfield(L, -1, "preload");
-    lua_pushcfunction(L, luaopen_signal_core);
-    lua_setfield(L, -2, "signal.core");
-    lua_pop(L, 2);
-
-    lua_pushcfunction(L, traceback);
+    sg_prepare_state(L, home);
+    lua_pushcfunction(L, sg_traceback);
     lua_getglobal(L, "require");
     lua_pushliteral(L, "signal.cli");
     if (lua_pcall(L, 1, 1, -3) != 0) {

@@ -240,23 +240,6 @@ void worker_request_reload(worker_t *w)
     if (w->reload_ev) event_active(w->reload_ev, EV_READ, 0);
 }
 
-/* Lua paths: the engine's own runtime first, then the system's. */
-static void set_paths(lua_State *L, const char *home)
-{
-    lua_getglobal(L, "package");
-    lua_pushfstring(L, "%s/lua/?.lua;%s/lua/?/init.lua;", home, home);
-    lua_getfield(L, -2, "path");
-    lua_concat(L, 2);
-    lua_setfield(L, -2, "path");
-    lua_pop(L, 1);
-}
-
-static int traceback(lua_State *L)
-{
-    luaL_traceback(L, L, lua_tostring(L, 1), 1);
-    return 1;
-}
-
 int worker_init(worker_t *w, engine_t *e, int id)
 {
     memset(w, 0, sizeof *w);
@@ -281,19 +264,14 @@ static int boot_lua(worker_t *w)
     lua_State *L = luaL_newstate();
     if (!L) return -1;
     w->L = L;
-    luaL_openlibs(L);
+    /* The worker is findable before any primitive runs (worker_of). */
     lua_pushlightuserdata(L, w);
     lua_setfield(L, LUA_REGISTRYINDEX, REG_WORKER);
     lua_newtable(L);
     lua_setfield(L, LUA_REGISTRYINDEX, REG_TASKS);
-    set_paths(L, e->home);
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "preload");
-    lua_pushcfunction(L, luaopen_signal_core);
-    lua_setfield(L, -2, "signal.core");
-    lua_pop(L, 2);
+    sg_prepare_state(L, e->home);
 
-    lua_pushcfunction(L, traceback);
+    lua_pushcfunction(L, sg_traceback);
     lua_getglobal(L, "require");
     lua_pushstring(L, e->entry);
     if (lua_pcall(L, 1, 1, -3) != 0) goto fail;
