@@ -69,7 +69,24 @@ function M.start(args)
   if core.worker_id == 0 then
     log.info("engine started", { pipelines = #cfg.pipelines, workers = core.workers, node = ctx.node })
   end
-  return r:handler()
+
+  -- Request latency by route and method; unmatched paths share one series
+  -- so random URLs cannot grow the metric without bound.
+  local metrics = require "signal.metrics"
+  local monotonic = core.monotonic
+  local label_cache = {}
+  return function(req)
+    local t0 = monotonic()
+    local status, headers, body = r:dispatch(req)
+    local key = req.method .. " " .. (req.route or "unmatched")
+    local labels = label_cache[key]
+    if not labels then
+      labels = { route = req.route or "unmatched", method = req.method }
+      label_cache[key] = labels
+    end
+    metrics.observe("signal_http_request_duration_seconds", labels, monotonic() - t0)
+    return status, headers, body
+  end
 end
 
 return M

@@ -70,6 +70,9 @@ M.HELP = {
   signal_queue_lag = "Entries not yet read by the consumer group.",
   signal_retry_scheduled = "Payloads waiting in the retry schedule.",
   signal_dead_letter_depth = "Entries in a dead-letter stream.",
+  signal_enrichment_total = "Profile enrichments by outcome: cache hit/miss/negative, timeout, error, skipped.",
+  signal_enrichment_duration_seconds = "Time spent enriching one event (within enrichment.budget_ms).",
+  signal_http_request_duration_seconds = "Time to answer an HTTP request, by route.",
 }
 
 local counters = {}        -- series -> delta since the last flush (integers)

@@ -27,7 +27,7 @@ function M:add(methods, path, fn)
   for _, m in ipairs(methods) do
     if path:find(":", 1, true) then
       local pat, names = compile(path)
-      self.patterns[#self.patterns + 1] = { method = m, pat = pat, names = names, fn = fn }
+      self.patterns[#self.patterns + 1] = { method = m, pat = pat, names = names, fn = fn, path = path }
     else
       self.exact[m .. " " .. path] = fn
     end
@@ -35,15 +35,21 @@ function M:add(methods, path, fn)
   return self
 end
 
+-- Sets req.route to the matched route ("/v1/t", "/v1/js/:key/datafly.js")
+-- so metrics can label by route without the path's unbounded values.
 function M:dispatch(req)
   local fn = self.exact[req.method .. " " .. req.path]
-  if fn then return fn(req, nil) end
+  if fn then
+    req.route = req.path
+    return fn(req, nil)
+  end
   for _, r in ipairs(self.patterns) do
     if r.method == req.method then
       local caps = { req.path:match(r.pat) }
       if caps[1] then
         local params = {}
         for i, n in ipairs(r.names) do params[n] = caps[i] end
+        req.route = r.path
         return r.fn(req, params)
       end
     end

@@ -84,4 +84,16 @@ describe("profile enrichment end to end", function()
     end
     assert.is_true(seen)
   end)
+
+  it("counts Profile API cache outcomes in /metrics", function()
+    -- the identify resolved with a miss; the next event of the device hit the cache
+    local function count(outcome)
+      local body = assert(H.request("GET", eng.url .. "/metrics")).body
+      local v = body:match('signal_enrichment_total{integration="amperity",outcome="' .. outcome ..
+                          '",pipeline="' .. KEY:gsub("%-", "%%-") .. '"} (%d+)')
+      return tonumber(v) or 0
+    end
+    H.eventually(function() return count("miss") >= 1 and count("hit") >= 1 end, 10,
+      "a cache miss and a cache hit counted")
+  end)
 end)

@@ -208,6 +208,11 @@ describe("admin API", function()
       return m('signal_queue_length{integration="amperity",pipeline="dk_count",stream="delivery"}') == 0
     end, 5, "the delivery stream drained")
     assert.equal(0, m('signal_dead_letter_depth{integration="amperity",pipeline="dk_count"}'))
+    -- request latency by route (other cases post too: at least these 12)
+    assert.matches("# TYPE signal_http_request_duration_seconds histogram", res.body)
+    assert.is_true(m('signal_http_request_duration_seconds_count{method="POST",route="/v1/t"}') >= 12)
+    -- enrichment outcomes: this integration has no Profile API key
+    assert.equal(12, m('signal_enrichment_total{integration="amperity",outcome="skipped",pipeline="dk_count"}'))
     assert.is_nil(res.body:find(K.fx.ingest_token, 1, true))
   end)
 end)

@@ -185,7 +185,7 @@ function M.enabled(icfg)
     and type(icfg.profile_collection_id) == "string" and icfg.profile_collection_id ~= ""
 end
 
-function M.run(ctx, pcfg, icfg, ev)
+local function run(ctx, pcfg, icfg, ev)
   if not M.enabled(icfg) then return { resolved = false, skipped = SKIPPED } end
   local t0 = monotonic()
   local budget = ctx.cfg and ctx.cfg.enrichment and ctx.cfg.enrichment.budget_ms or 500
@@ -232,6 +232,39 @@ function M.run(ctx, pcfg, icfg, ev)
     end
     if out.personalize_error then info.error = "personalization: " .. out.personalize_error end
   end
+  return info
+end
+
+-- Metrics: one counter by outcome — the cache hits and misses of the
+-- Profile API cache, or why there was no lookup — and a duration histogram.
+-- Label tables are built once per series (metrics caches their rendering).
+local metrics = require "signal.metrics"
+local series = {}
+
+local function outcome_of(info)
+  if info.skipped then return "skipped" end
+  if info.error then
+    if info.error:find("^timeout") then return "timeout" end
+    if info.error == "enrichment saturated" then return "saturated" end
+    if not info.resolved then return "error" end
+  end
+  if info.cache then return info.cache end          -- hit | miss | negative
+  if info.reason then return "no_linking_key" end
+  return info.resolved and "resolved" or "unresolved"
+end
+
+function M.run(ctx, pcfg, icfg, ev)
+  local info = run(ctx, pcfg, icfg, ev)
+  local outcome = outcome_of(info)
+  local key = pcfg.key .. "\0" .. (icfg.name or "amperity") .. "\0" .. outcome
+  local s = series[key]
+  if not s then
+    s = { count = { pipeline = pcfg.key, integration = icfg.name or "amperity", outcome = outcome },
+          time = { pipeline = pcfg.key, integration = icfg.name or "amperity" } }
+    series[key] = s
+  end
+  metrics.inc("signal_enrichment_total", s.count, 1)
+  if info.duration_ms then metrics.observe("signal_enrichment_duration_seconds", s.time, info.duration_ms / 1000) end
   return info
 end
 
