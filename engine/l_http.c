@@ -24,6 +24,10 @@
 
 #define DEFAULT_TIMEOUT_MS 10000L
 #define MAX_HOST_CONNECTIONS 1024L
+/* Finished easy handles kept for the next request: curl_easy_init/cleanup
+ * per request showed up in delivery profiles. Connections live in the multi
+ * handle's cache either way. */
+#define EASY_POOL 128
 
 typedef struct http_op http_op;
 
@@ -32,6 +36,8 @@ struct http_state {
     CURLM *multi;
     struct event *timer;
     http_op *active;          /* in-flight ops, so shutdown can release them */
+    CURL *pool[EASY_POOL];    /* reset handles ready for reuse */
+    int npool;
 };
 
 typedef struct {
@@ -90,7 +96,12 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
 
 static void op_free(http_op *op)
 {
-    if (op->easy) curl_easy_cleanup(op->easy);
+    if (op->easy && op->hs && op->hs->npool < EASY_POOL) {
+        curl_easy_reset(op->easy);
+        op->hs->pool[op->hs->npool++] = op->easy;
+    } else if (op->easy) {
+        curl_easy_cleanup(op->easy);
+    }
     curl_slist_free_all(op->hdrs);
     free(op->body);
     free(op->resp.p);
@@ -217,7 +228,9 @@ static int op_finish(sg_op *o)
 }
 
 /* Builds an op from the argument table; raises on programmer mistakes. */
-static http_op *op_from_args(lua_State *L)
+/* hs: the worker's multi state (async requests), whose pool lends a
+ * handle; NULL for blocking requests. */
+static http_op *op_from_args(lua_State *L, http_state *hs)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_getfield(L, 1, "url");
@@ -225,7 +238,8 @@ static http_op *op_from_args(lua_State *L)
     if (!url) { luaL_error(L, "http.request: url is required"); return NULL; }
     http_op *op = calloc(1, sizeof *op);
     if (!op) { luaL_error(L, "http.request: out of memory"); return NULL; }
-    op->easy = curl_easy_init();
+    op->hs = hs;
+    op->easy = (hs && hs->npool > 0) ? hs->pool[--hs->npool] : curl_easy_init();
     if (!op->easy) { free(op); luaL_error(L, "http.request: curl_easy_init failed"); return NULL; }
     CURL *e = op->easy;
     curl_easy_setopt(e, CURLOPT_URL, url);
@@ -401,6 +415,7 @@ void sg_http_destroy(worker_t *w)
         curl_multi_remove_handle(hs->multi, op->easy);
         op_free(op);
     }
+    while (hs->npool > 0) curl_easy_cleanup(hs->pool[--hs->npool]);
     curl_multi_cleanup(hs->multi);   /* closes sockets via socket_cb */
     event_free(hs->timer);
     free(hs);
@@ -409,22 +424,27 @@ void sg_http_destroy(worker_t *w)
 
 static int l_request(lua_State *L)
 {
-    http_op *op = op_from_args(L);
     worker_t *w = worker_of(L);
     if (!w || !worker_can_yield(w, L)) {
+        http_op *op = op_from_args(L, NULL);
         op->result = curl_easy_perform(op->easy);
         int n = push_result(L, op);
         op_free(op);
         return n;
     }
     http_state *hs = state_for(w);
-    if (!hs || curl_multi_add_handle(hs->multi, op->easy) != CURLM_OK) {
+    if (!hs) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "http: cannot start request (out of memory)");
+        return 2;
+    }
+    http_op *op = op_from_args(L, hs);
+    if (curl_multi_add_handle(hs->multi, op->easy) != CURLM_OK) {
         op_free(op);
         lua_pushnil(L);
         lua_pushliteral(L, "http: cannot start request (out of memory)");
         return 2;
     }
-    op->hs = hs;
     op->op.co = L;
     op->op.finish = op_finish;
     op->op.destroy = op_destroy;
