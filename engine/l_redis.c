@@ -67,17 +67,38 @@ struct redis_op {
 
 /* ---- URL parsing ------------------------------------------------------------ */
 
-/* redis://[[user]:password@]host[:port][/db]  |  unix:/path[?db=N] */
+/* Splits "[user]:password" (or "password") at p..at into the conn. */
+static void parse_userinfo(redis_conn *c, const char *p, const char *at)
+{
+    const char *colon = memchr(p, ':', (size_t)(at - p));
+    if (colon) {
+        if (colon > p) c->user = strndup(p, (size_t)(colon - p));
+        c->password = strndup(colon + 1, (size_t)(at - colon - 1));
+    } else {
+        c->password = strndup(p, (size_t)(at - p));
+    }
+}
+
+/* redis://[[user]:password@]host[:port][/db]
+ * unix:/path[?db=N]   unix://[[user]:password@]/path[?db=N] */
 static int parse_url(redis_conn *c, const char *url, char *err, size_t errcap)
 {
     c->port = 6379;
     if (strncmp(url, "unix:", 5) == 0) {
         const char *p = url + 5;
-        if (strncmp(p, "//", 2) == 0) p += 2;
+        if (strncmp(p, "//", 2) == 0) {
+            p += 2;
+            const char *at = strchr(p, '@');
+            const char *slash = strchr(p, '/');
+            if (at && (!slash || at < slash)) {
+                parse_userinfo(c, p, at);
+                p = at + 1;
+            }
+        }
         const char *q = strchr(p, '?');
         c->path = q ? strndup(p, (size_t)(q - p)) : strdup(p);
         if (q && strncmp(q, "?db=", 4) == 0) c->db = atoi(q + 4);
-        return c->path && *c->path ? 0 : (snprintf(err, errcap, "redis url %s: missing socket path", url), -1);
+        return c->path && *c->path ? 0 : (snprintf(err, errcap, "redis url: missing socket path"), -1);
     }
     if (strncmp(url, "redis://", 8) != 0) {
         snprintf(err, errcap, "redis url must start with redis:// or unix: (got %.40s)", url);
@@ -86,13 +107,7 @@ static int parse_url(redis_conn *c, const char *url, char *err, size_t errcap)
     const char *p = url + 8;
     const char *at = strrchr(p, '@');
     if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (colon) {
-            if (colon > p) c->user = strndup(p, (size_t)(colon - p));
-            c->password = strndup(colon + 1, (size_t)(at - colon - 1));
-        } else {
-            c->password = strndup(p, (size_t)(at - p));
-        }
+        parse_userinfo(c, p, at);
         p = at + 1;
     }
     const char *slash = strchr(p, '/');

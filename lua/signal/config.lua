@@ -67,11 +67,14 @@ local function redis_url(v)
     local host = auth:match("@([^@]*)$") or auth
     ok = host:find("^[%w%.%-]+:?%d*$") or host:find("^%[[%x:]+%]:?%d*$")
     ok = ok and (rest == "" or rest:find("^/%d+$"))
-  elseif v:find("^unix:/[^%s?]+$") or v:find("^unix:/[^%s?]+%?db=%d+$") then
-    ok = true
+  else
+    -- unix:/path[?db=N] or unix://[[user]:password@]/path[?db=N]
+    local path = v:match("^unix://[^/%s]*@(/.*)$") or v:match("^unix://(/.*)$") or v:match("^unix:(/.*)$")
+    ok = path and (path:find("^/[^%s?]+$") or path:find("^/[^%s?]+%?db=%d+$"))
   end
   if not ok then
     return nil, 'must be "redis://[:password@]host[:port][/db]" or "unix:/path/redis.sock[?db=N]"'
+      .. ' (with a password: "unix://:password@/path/redis.sock[?db=N]")'
   end
   return true
 end
@@ -254,7 +257,7 @@ M.schema = {
     { name = "workers", type = "integer", min = 1, max = 1024, default = function() return M.cpu_count() end,
       default_doc = "CPU count", description = "Worker threads." },
     { name = "redis", type = "string", default = "redis://127.0.0.1:6379/0", checks = { redis_url },
-      description = "Redis URL (redis://[:password@]host[:port][/db] or unix:/path/redis.sock)." },
+      description = "Redis URL (redis://[:password@]host[:port][/db], unix:/path/redis.sock[?db=N] or unix://:password@/path/redis.sock)." },
     { name = "log_level", type = "string", default = "info", one_of = LOG_LEVELS,
       description = "Minimum log level." },
     { name = "admin_token", type = "string", secret = true, non_empty = true, checks = { no_space },
@@ -328,7 +331,7 @@ end
 -- secrets
 
 local function redis_password(url)
-  local userinfo = type(url) == "string" and url:match("^redis://([^/@]*)@")
+  local userinfo = type(url) == "string" and (url:match("^redis://([^/@]*)@") or url:match("^unix://([^/@]*)@/"))
   if not userinfo or userinfo == "" then return nil end
   return userinfo:match(":(.*)$") or userinfo
 end

@@ -87,6 +87,40 @@ describe("engine core", function()
     assert.matches("db=3", r.db_after)
   end)
 
+  it("authenticates and selects the db from the URL, over TCP and a unix socket", function()
+    local port = H.free_port()
+    local dir = H.tmp .. "/redis-auth-" .. port
+    local sock = dir .. "/redis.sock"
+    os.execute("mkdir -p " .. dir)
+    assert.is_true(H.sh_ok("redis-server --port " .. port .. " --bind 127.0.0.1 --requirepass s3cret-pw" ..
+      " --unixsocket " .. sock .. " --save '' --appendonly no --daemonize yes --dir " .. dir ..
+      " --pidfile " .. dir .. "/redis.pid >/dev/null"))
+    local tcp = "redis://:s3cret-pw@127.0.0.1:" .. port .. "/2"
+    H.eventually(function()
+      local r = core.redis.connect(tcp)
+      return r and r:call("PING") == "PONG"
+    end, 10, "the password-protected redis-server")
+    -- the blocking (standalone) side
+    local r = core.redis.connect(tcp)
+    assert.matches("db=2", r:call("CLIENT", "INFO"))
+    r:close()
+    -- the engine's async side, over TCP and the unix socket
+    local out, code, err = H.exec(H.root .. "/spec/fixtures/tasks/redis_auth_unix.lua", tcp,
+                                  "unix://:s3cret-pw@" .. sock .. "?db=5")
+    os.execute("redis-cli -p " .. port .. " -a s3cret-pw --no-auth-warning shutdown nosave >/dev/null 2>&1")
+    assert.equal(0, code, err)
+    local res = cjson.decode(out)
+    assert.equal("OK", res["1"].set)
+    assert.matches("db=2", res["1"].info)
+    assert.equal("OK", res["2"].set)
+    assert.matches("db=5", res["2"].info)
+    assert.matches("addr=/", res["2"].info)      -- really the unix socket
+    -- a wrong password: reported (log + NOAUTH on the command), not a crash
+    assert.same(cjson.null, res.wrong[1])
+    assert.matches("NOAUTH", res.wrong[2])
+    assert.matches("WRONGPASS", err)
+  end)
+
   it("answers a stalled Redis with a timeout error and drops the late replies", function()
     local s = H.redis_server()
     local pid = assert(tonumber(H.read(s.dir .. "/redis.pid")))
