@@ -2,7 +2,8 @@
  * l_crypto.c — hashing and secure random ids for Lua.
  *
  * sha256_hex backs linking-key hashing (email_sha256, phone_sha256) and the
- * cache keys that must never hold PII in clear; random ids back message ids
+ * cache keys that must never hold PII in clear; sha1_hex only names Redis
+ * scripts for EVALSHA; random ids back message ids
  * and the _dfdid device cookie, so they come from the OS CSPRNG, not rand().
  */
 #include "l_core.h"
@@ -23,19 +24,24 @@ static void to_hex(const unsigned char *in, size_t n, char *out)
     }
 }
 
-static int l_sha256_hex(lua_State *L)
+static int digest_hex(lua_State *L, const EVP_MD *type, const char *name)
 {
     size_t len;
     const char *s = luaL_checklstring(L, 1, &len);
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
-    if (!EVP_Digest(s, len, md, &mdlen, EVP_sha256(), NULL))
-        return luaL_error(L, "sha256: OpenSSL digest failed");
+    if (!EVP_Digest(s, len, md, &mdlen, type, NULL))
+        return luaL_error(L, "%s: OpenSSL digest failed", name);
     char hex[2 * EVP_MAX_MD_SIZE];
     to_hex(md, mdlen, hex);
     lua_pushlstring(L, hex, 2 * mdlen);
     return 1;
 }
+
+static int l_sha256_hex(lua_State *L) { return digest_hex(L, EVP_sha256(), "sha256"); }
+
+/* SHA-1 only names Redis scripts (EVALSHA); never use it for security. */
+static int l_sha1_hex(lua_State *L) { return digest_hex(L, EVP_sha1(), "sha1"); }
 
 static int fill_random(unsigned char *buf, size_t n)
 {
@@ -81,6 +87,7 @@ void sg_open_crypto(lua_State *L)
 {
     static const luaL_Reg fns[] = {
         { "sha256_hex", l_sha256_hex },
+        { "sha1_hex", l_sha1_hex },
         { "random_hex", l_random_hex },
         { "uuid", l_uuid },
         { NULL, NULL },

@@ -55,6 +55,7 @@ static void test_primitives(results *r)
            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", "sha256 of abc");
     lua_eq(r, L, "return core.sha256_hex(('a'):rep(1000000))",
            "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0", "sha256 of a million a's");
+    lua_eq(r, L, "return core.sha1_hex('abc')", "a9993e364706816aba3e25717850c26c9cd0d89d", "sha1 of abc");
     lua_eq(r, L, "return tostring(#core.random_hex(16))", "32", "random_hex gives 2 chars per byte");
     lua_eq(r, L, "return tostring(core.random_hex(16) ~= core.random_hex(16))", "true", "random ids differ");
     lua_eq(r, L, "return core.uuid():match('^%x+%-%x+%-4%x+%-[89ab]%x+%-%x+$') and 'v4' or 'bad'", "v4",

@@ -31,7 +31,6 @@
 
 local core = require "signal.core"
 local cjson_safe = require "cjson.safe"
-local bit = require "bit"
 local event = require "signal.event"
 local queue = require "signal.queue"
 local cors = require "signal.cors"
@@ -114,35 +113,7 @@ M.CHUNK = 300
 
 -- SHA-1 of the script, for EVALSHA without asking Redis first (a lazy
 -- SCRIPT LOAD would cost every worker a round trip and a failure mode).
-local function sha1_hex(msg)
-  local band, bor, bxor, bnot, rol, lshift, tobit, tohex =
-    bit.band, bit.bor, bit.bxor, bit.bnot, bit.rol, bit.lshift, bit.tobit, bit.tohex
-  local ml = #msg
-  local bits = ml * 8
-  msg = msg .. "\128" .. rep("\0", (55 - ml) % 64) .. "\0\0\0\0"
-    .. char(floor(bits / 16777216) % 256, floor(bits / 65536) % 256, floor(bits / 256) % 256, bits % 256)
-  local h0, h1, h2, h3, h4 = tobit(0x67452301), tobit(0xEFCDAB89), tobit(0x98BADCFE),
-    tobit(0x10325476), tobit(0xC3D2E1F0)
-  local w = {}
-  for chunk = 1, #msg, 64 do
-    for i = 0, 15 do
-      local a, b, c, d = byte(msg, chunk + i * 4, chunk + i * 4 + 3)
-      w[i] = bor(lshift(a, 24), lshift(b, 16), lshift(c, 8), d)
-    end
-    for i = 16, 79 do w[i] = rol(bxor(w[i - 3], w[i - 8], w[i - 14], w[i - 16]), 1) end
-    local a, b, c, d, e = h0, h1, h2, h3, h4
-    for i = 0, 79 do
-      local f, k
-      if i < 20 then f, k = bor(band(b, c), band(bnot(b), d)), 0x5A827999
-      elseif i < 40 then f, k = bxor(b, c, d), 0x6ED9EBA1
-      elseif i < 60 then f, k = bor(band(b, c), band(b, d), band(c, d)), 0x8F1BBCDC
-      else f, k = bxor(b, c, d), 0xCA62C1D6 end
-      a, b, c, d, e = tobit(rol(a, 5) + f + e + k + w[i]), a, rol(b, 30), c, d
-    end
-    h0, h1, h2, h3, h4 = tobit(h0 + a), tobit(h1 + b), tobit(h2 + c), tobit(h3 + d), tobit(h4 + e)
-  end
-  return tohex(h0) .. tohex(h1) .. tohex(h2) .. tohex(h3) .. tohex(h4)
-end
+local sha1_hex = core.sha1_hex
 M.sha1_hex = sha1_hex
 M.SCRIPT_SHA = sha1_hex(M.SCRIPT)
 
