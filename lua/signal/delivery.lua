@@ -365,20 +365,9 @@ local function mover(ds)
 end
 
 local function claimer(ds)
-  local room = function() return M.MAX_INFLIGHT - ds.inflight end
-  local rounds = 0
-  while processor.nap(ds.settings.claim_interval_ms) do
-    local n = processor.claim(ds.redis, ds.stream, queue.DELIVERY_GROUP, ds.consumer,
-      ds.settings.claim_idle_ms, dispatch, ds, room)
-    if n > 0 then
-      log.info("claimed deliveries from a stopped consumer", { pipeline = ds.pk, integration = ds.name,
-        count = n })
-    end
-    rounds = rounds + 1
-    if core.worker_id == 0 and rounds % 20 == 0 then
-      processor.gc_consumers(ds.redis, ds.stream, queue.DELIVERY_GROUP, ds.consumer)
-    end
-  end
+  processor.claim_loop(ds, queue.DELIVERY_GROUP, M.MAX_INFLIGHT, dispatch, function(n)
+    log.info("claimed deliveries from a stopped consumer", { pipeline = ds.pk, integration = ds.name, count = n })
+  end)
 end
 
 function M.init(ctx, router)

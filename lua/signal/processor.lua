@@ -452,18 +452,28 @@ local function nap(ms)
 end
 M.nap = nap
 
-local function claimer(ps)
-  local room = function() return M.MAX_INFLIGHT - ps.inflight end
+-- claim_loop(st, group, max_inflight, dispatch, on_claimed): the crash-safety
+-- loop shared with signal.delivery. Every claim interval it takes over
+-- entries a dead consumer left pending (within this worker's free room) and
+-- hands them to dispatch; now and then worker 0 removes consumers that are
+-- gone and own nothing.
+function M.claim_loop(st, group, max_inflight, dispatch, on_claimed)
+  local room = function() return max_inflight - st.inflight end
   local rounds = 0
-  while nap(ps.settings.claim_interval_ms) do
-    local n = M.claim(ps.redis, ps.stream, queue.RAW_GROUP, ps.consumer, ps.settings.claim_idle_ms,
-      dispatch, ps, room)
-    if n > 0 then log.info("claimed raw events from a stopped consumer", { pipeline = ps.pk, count = n }) end
+  while nap(st.settings.claim_interval_ms) do
+    local n = M.claim(st.redis, st.stream, group, st.consumer, st.settings.claim_idle_ms, dispatch, st, room)
+    if n > 0 then on_claimed(n) end
     rounds = rounds + 1
     if core.worker_id == 0 and rounds % 20 == 0 then
-      M.gc_consumers(ps.redis, ps.stream, queue.RAW_GROUP, ps.consumer)
+      M.gc_consumers(st.redis, st.stream, group, st.consumer)
     end
   end
+end
+
+local function claimer(ps)
+  M.claim_loop(ps, queue.RAW_GROUP, M.MAX_INFLIGHT, dispatch, function(n)
+    log.info("claimed raw events from a stopped consumer", { pipeline = ps.pk, count = n })
+  end)
 end
 
 ---------------------------------------------------------------------------

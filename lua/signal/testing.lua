@@ -45,12 +45,7 @@ local function root_dir()
 end
 M.root = root_dir
 
-local function deep_copy(v)
-  if type(v) ~= "table" then return v end
-  local out = {}
-  for k, x in pairs(v) do out[k] = deep_copy(x) end
-  return out
-end
+local deep_copy = require("signal.schema").deepcopy
 M.deep_copy = deep_copy
 
 -- fixture(name) -> a fresh canonical event for a vertical ("retail", "travel",
