@@ -19,6 +19,9 @@ return {
   listen = "127.0.0.1:8080",
   redis = env("SIGNAL_REDIS") or "redis://127.0.0.1:6390/0",
   admin_token = env("SIGNAL_ADMIN_TOKEN"),
+  -- customer mapping scripts (relative to this file): examples/scripts,
+  -- hot reloaded when a file there changes
+  scripts_dir = "scripts",
   -- the identity hub (GET /v1/enrich) is on only when an org id is set
   identity_hub = { org_id = env("IDENTITY_HUB_ORG_ID") or "8a3c1f2e-0d4b-4c6a-9e57-5d0c2b7a1f00" },
 

@@ -144,6 +144,10 @@ What Amperity received (newest last):
 
   curl -s 'http://127.0.0.1:$SANDBOX_PORT/_sandbox/requests?prefix=/prof/events&limit=5'
 
+Customer mapping scripts: examples/scripts/ (e.g. 10_acme_loyalty.lua). Edit
+one while the demo runs: the next events use it, no restart (a broken edit is
+refused and shown in /v1/admin/status; the last good version keeps serving).
+
 Logs in var/demo/. Press Ctrl-C to stop everything.
 EOF
 
