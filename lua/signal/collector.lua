@@ -37,6 +37,7 @@ local cors = require "signal.cors"
 local identity = require "signal.identity"
 local log = require "signal.log"
 local metrics = require "signal.metrics"
+local redis_script = require "signal.redis_script"
 
 local type, pairs, tostring, next, unpack = type, pairs, tostring, next, unpack
 local find, sub, byte, char, lower, match, rep, format =
@@ -111,13 +112,13 @@ return { added, dups }
 -- inside one MULTI/EXEC (still atomic: no other command runs in between).
 M.CHUNK = 300
 
--- SHA-1 of the script, for EVALSHA without asking Redis first (a lazy
--- SCRIPT LOAD would cost every worker a round trip and a failure mode).
-local sha1_hex = core.sha1_hex
-M.sha1_hex = sha1_hex
-M.SCRIPT_SHA = sha1_hex(M.SCRIPT)
+-- Called by SHA-1 (signal.redis_script): no SCRIPT LOAD round trip, EVAL
+-- once on a Redis that does not know it yet.
+local STORE = redis_script.new(M.SCRIPT)
+M.sha1_hex = core.sha1_hex
+M.SCRIPT_SHA = STORE.sha
 
-local SCRIPT, SCRIPT_SHA = M.SCRIPT, M.SCRIPT_SHA
+local SCRIPT = M.SCRIPT
 local IDENTITY_TTL = identity.IDENTITY_TTL_S
 
 -- store(ctx, keys, args, ends, n) → added, duplicates | nil, err.
@@ -128,13 +129,8 @@ local function store(ctx, keys, args, ends, n)
   local dttl = ctx.cfg.dedupe_ttl_s or 86400
   local res, err
   if n <= M.CHUNK then
-    res, err = redis:call("EVALSHA", SCRIPT_SHA, "1", keys.raw, dttl, IDENTITY_TTL,
-                          keys.seen, keys.id, unpack(args, 1, ends[n]))
-    if res == nil and err and find(err, "NOSCRIPT", 1, true) then
-      -- Redis restarted or its script cache was flushed: EVAL also re-caches it.
-      res, err = redis:call("EVAL", SCRIPT, "1", keys.raw, dttl, IDENTITY_TTL,
-                            keys.seen, keys.id, unpack(args, 1, ends[n]))
-    end
+    res, err = STORE:call(redis, "1", keys.raw, dttl, IDENTITY_TTL, keys.seen, keys.id,
+                          unpack(args, 1, ends[n]))
     if type(res) ~= "table" then return nil, err or "unexpected reply" end
     return res[1], res[2]
   end

@@ -50,6 +50,7 @@ local ratelimit = require "signal.ratelimit"
 local processor = require "signal.processor"
 local live = require "signal.live"
 local ingest = require "signal.integrations.amperity.ingest"
+local redis_script = require "signal.redis_script"
 
 local type, ipairs, pairs, tostring, tonumber, pcall = type, ipairs, pairs, tostring, tonumber, pcall
 local monotonic, spawn, sleep, stopping, now = core.monotonic, core.spawn, core.sleep, core.stopping, core.now
@@ -79,8 +80,8 @@ for _, m in ipairs(due) do
 end
 return #due
 ]]
+local MOVE = redis_script.new(M.MOVE_SCRIPT)
 
-local move_sha
 
 local function field_list(flist)
   local p, m, v, r, a, h
@@ -185,15 +186,11 @@ local function flush_done(ds)
     for i = 1, n do ack[3 + i] = ids[i]; del[2 + i] = ids[i] end
     local cmds = { ack, del }
     if #items > 0 then
-      local sha = ds.add_sha or live.sha(ds.redis, "ADD_SCRIPT")
-      ds.add_sha = sha
+      local sha = live.ADD:ensure(ds.redis)
       if sha then cmds[3] = live.requests_command(ds.pk, items, sha) end
     end
     local out = write(ds, cmds)
-    if out and type(out[3]) == "table" and out[3].err and out[3].err:find("NOSCRIPT", 1, true) then
-      ds.add_sha = nil
-      live.forget_scripts(ds.redis)
-    end
+    if out and type(out[3]) == "table" and redis_script.noscript(out[3].err) then live.ADD:forget(ds.redis) end
     local active = ds.active
     for i = 1, n do active[ids[i]] = nil end
     ds.inflight = ds.inflight - n
@@ -303,14 +300,12 @@ local function send_entry(ds, id, flist)
       attempts = attempt, message_id = mid })
   end
   if live_item then
-    local sha = ds.add_sha or live.sha(ds.redis, "ADD_SCRIPT")
-    ds.add_sha = sha
+    local sha = live.ADD:ensure(ds.redis)
     if sha then cmds[#cmds + 1] = live.requests_command(ds.pk, { live_item }, sha) end
   end
   local out = write(ds, cmds)
-  if out and type(out[#cmds]) == "table" and out[#cmds].err and out[#cmds].err:find("NOSCRIPT", 1, true) then
-    ds.add_sha = nil
-    live.forget_scripts(ds.redis)
+  if out and type(out[#cmds]) == "table" and redis_script.noscript(out[#cmds].err) then
+    live.ADD:forget(ds.redis)
   end
   ds.active[id] = nil
   ds.inflight = ds.inflight - 1
@@ -342,14 +337,7 @@ local function consumer(ds)
 end
 
 local function move_due(ds)
-  if not move_sha then
-    local s, err = ds.redis:call("SCRIPT", "LOAD", M.MOVE_SCRIPT)
-    if not s then return nil, err end
-    move_sha = s
-  end
-  local n, err = ds.redis:call("EVALSHA", move_sha, 2, ds.retry, ds.stream, floor(now() * 1000), M.MOVE_BATCH)
-  if not n and err and err:find("NOSCRIPT", 1, true) then move_sha = nil end
-  return n, err
+  return MOVE:call(ds.redis, 2, ds.retry, ds.stream, floor(now() * 1000), M.MOVE_BATCH)
 end
 M.move_due = move_due
 

@@ -21,6 +21,7 @@ local core = require "signal.core"
 local cjson = require("cjson").new()
 local queue = require "signal.queue"
 local log = require "signal.log"
+local redis_script = require "signal.redis_script"
 
 local type, ipairs, tostring, tonumber = type, ipairs, tostring, tonumber
 local floor = math.floor
@@ -153,22 +154,10 @@ function M.counts(redis, cfg, opts)
   return out
 end
 
-local shas = {}
+local REPLAY = redis_script.new(M.REPLAY_SCRIPT)
 
 local function run_replay(redis, t, n)
-  local sha = shas[redis]
-  if not sha then
-    local s, err = redis:call("SCRIPT", "LOAD", M.REPLAY_SCRIPT)
-    if not s then return nil, err end
-    sha = s
-    shas[redis] = s
-  end
-  local res, err = redis:call("EVALSHA", sha, 2, t.key, t.dest, n, t.kind)
-  if not res and err and err:find("NOSCRIPT", 1, true) then
-    shas[redis] = nil
-    return run_replay(redis, t, n)
-  end
-  return res, err
+  return REPLAY:call(redis, 2, t.key, t.dest, n, t.kind)
 end
 
 -- replay(redis, cfg, opts) → { total = N, streams = { {pipeline, integration, replayed} } } | nil, err

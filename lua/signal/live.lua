@@ -40,6 +40,7 @@ local core = require "signal.core"
 local cjson = require("cjson").new()
 local queue = require "signal.queue"
 local log = require "signal.log"
+local redis_script = require "signal.redis_script"
 
 local type, ipairs, pairs, tonumber, tostring = type, ipairs, pairs, tonumber, tostring
 local scrub = log.scrub
@@ -116,22 +117,10 @@ end
 return n
 ]]
 
-local shas = {}
-
--- sha(redis, name) → the loaded script's sha (per connection, lazily)
-local function sha(redis, name)
-  local per = shas[redis]
-  if not per then per = {}; shas[redis] = per end
-  local s = per[name]
-  if s then return s end
-  local err
-  s, err = redis:call("SCRIPT", "LOAD", M[name])
-  if s then per[name] = s end
-  return s, err
-end
-M.sha = sha
-
-function M.forget_scripts(redis) shas[redis] = nil end
+-- Both run inside pipelines: callers take the sha from :ensure(redis) and
+-- :forget(redis) on a NOSCRIPT reply (signal.redis_script).
+M.PUSH = redis_script.new(M.PUSH_SCRIPT)
+M.ADD = redis_script.new(M.ADD_SCRIPT)
 
 function M.encode(v)
   local ok, s = pcall(cjson.encode, v)
@@ -142,7 +131,7 @@ local encode = M.encode
 
 -- Appends the commands recording a batch of processed events to `cmds`.
 -- records: list of { id = message_id, fields = { "t", ms, "in", json, … } }
--- Needs the push script sha (live.sha(redis, "PUSH_SCRIPT")) in `push_sha`.
+-- Needs the push script's sha (live.PUSH:ensure(redis)) in `push_sha`.
 function M.batch_commands(cmds, pk, cap, records, push_sha)
   if cap <= 0 or #records == 0 then return end
   local list = queue.live(pk)

@@ -43,6 +43,7 @@ local metrics = require "signal.metrics"
 local reload = require "signal.reload"
 local blueprint = require "signal.blueprint"
 local live = require "signal.live"
+local redis_script = require "signal.redis_script"
 
 local type, ipairs, pairs, pcall, tostring, tonumber = type, ipairs, pairs, pcall, tostring, tonumber
 local monotonic, spawn, sleep, stopping = core.monotonic, core.spawn, core.sleep, core.stopping
@@ -280,7 +281,7 @@ function M.flush(batch)
   local ndead = #batch.dead
   local live_first = #cmds + 1
   if batch.live_on and #batch.records > 0 then
-    local sha = live.sha(redis, "PUSH_SCRIPT")
+    local sha = live.PUSH:ensure(redis)
     if sha then live.batch_commands(cmds, pk, ps.live_max, batch.records, sha) end
   end
   local ok = true
@@ -296,7 +297,7 @@ function M.flush(batch)
       end
       for i = live_first, #cmds do
         if type(res[i]) == "table" and res[i].err then
-          if res[i].err:find("NOSCRIPT", 1, true) then live.forget_scripts(redis) end
+          if redis_script.noscript(res[i].err) then live.PUSH:forget(redis) end
           log.warn("could not record live events", { pipeline = pk, reason = res[i].err })
           break
         end

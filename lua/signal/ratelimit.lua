@@ -20,6 +20,7 @@
 -- within the same loop turn and never hoarded.
 local core = require "signal.core"
 local queue = require "signal.queue"
+local redis_script = require "signal.redis_script"
 
 local floor, max, min = math.floor, math.max, math.min
 
@@ -45,22 +46,11 @@ if wait < 1 and got < want then wait = 1 end
 return { got, wait }
 ]]
 
-local sha_of = {}      -- redis connection -> loaded script sha (per worker)
+local BUCKET = redis_script.new(M.SCRIPT)
 local limiters = {}    -- tenant -> limiter (per worker)
 
 local function script_call(redis, key, rate, burst, want)
-  local sha = sha_of[redis]
-  if not sha then
-    local s, err = redis:call("SCRIPT", "LOAD", M.SCRIPT)
-    if not s then return nil, err end
-    sha, sha_of[redis] = s, s
-  end
-  local res, err = redis:call("EVALSHA", sha, 1, key, rate, burst, want)
-  if not res and err and err:find("NOSCRIPT", 1, true) then
-    sha_of[redis] = nil
-    return script_call(redis, key, rate, burst, want)
-  end
-  return res, err
+  return BUCKET:call(redis, 1, key, rate, burst, want)
 end
 
 -- burst(rate) → the bucket size: a tenth of a second of requests, at least 1.

@@ -1,0 +1,60 @@
+-- signal/redis_script.lua — the Redis Lua scripts Signal runs (dedupe +
+-- XADD, retry moves, dead-letter replays, the rate-limit bucket, live
+-- records), called by SHA-1 so a call sends the hash, not the source.
+--
+--   local MOVE = redis_script.new [[ … ]]
+--   local n, err = MOVE:call(redis, 2, key1, key2, arg)   -- EVALSHA, EVAL if unknown
+--   cmds[#cmds + 1] = { "EVALSHA", MOVE:ensure(redis), 1, key, … }  -- in a pipeline
+--   if reply.err and redis_script.noscript(reply.err) then MOVE:forget(redis) end
+--
+-- The SHA-1 is computed here (core.sha1_hex), so a single call never needs
+-- a SCRIPT LOAD round trip: a Redis that does not know the script (restart,
+-- SCRIPT FLUSH, a failover to a new node) answers NOSCRIPT and gets one
+-- EVAL, which also caches it there. Pipelines cannot retry one command
+-- inside them, so they first make sure the script is loaded on that
+-- connection (SCRIPT LOAD once per connection, remembered weakly).
+local core = require "signal.core"
+
+local find, type, setmetatable = string.find, type, setmetatable
+
+local M = {}
+
+local Script = {}
+Script.__index = Script
+
+function M.new(source)
+  return setmetatable({ source = source, sha = core.sha1_hex(source),
+                        loaded = setmetatable({}, { __mode = "k" }) }, Script)
+end
+
+-- noscript(err) → whether a Redis error says the script is not cached there.
+function M.noscript(err)
+  return type(err) == "string" and find(err, "NOSCRIPT", 1, true) ~= nil
+end
+local noscript = M.noscript
+
+-- s:call(redis, nkeys, …) → reply | nil, err
+function Script:call(redis, nkeys, ...)
+  local res, err = redis:call("EVALSHA", self.sha, nkeys, ...)
+  if res == nil and noscript(err) then
+    self.loaded[redis] = nil
+    res, err = redis:call("EVAL", self.source, nkeys, ...)
+  end
+  return res, err
+end
+
+-- s:ensure(redis) → sha | nil, err: loaded on this connection, for pipelines.
+function Script:ensure(redis)
+  if self.loaded[redis] then return self.sha end
+  local sha, err = redis:call("SCRIPT", "LOAD", self.source)
+  if not sha then return nil, err end
+  self.loaded[redis] = true
+  return self.sha
+end
+
+-- s:forget(redis): a pipeline got NOSCRIPT; the next ensure() loads again.
+function Script:forget(redis)
+  self.loaded[redis] = nil
+end
+
+return M
