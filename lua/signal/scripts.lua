@@ -152,6 +152,22 @@ local function sha256(s)
   return core.sha256_hex(tostring(s))
 end
 
+-- Helpers every blueprint file (presets and customer scripts) may use:
+--   prop("price")           → { source = "properties.price", target = "price" }
+--   prop("sku", "item_sku") → { source = "properties.sku", target = "item_sku" }
+--   join(a, b, …)           → one new list holding the mappings of a, b, …
+local function prop(name, target)
+  return { source = "properties." .. name, target = target or name }
+end
+
+local function join(...)
+  local out = {}
+  for i = 1, select("#", ...) do
+    for _, m in ipairs((select(i, ...))) do out[#out + 1] = m end
+  end
+  return out
+end
+
 -- new_env() -> a fresh environment table for one blueprint file.
 function M.new_env()
   local os_safe = setmetatable(
@@ -167,7 +183,7 @@ function M.new_env()
     error = error, assert = assert, pcall = script_pcall,
     unpack = unpack, setmetatable = setmetatable, rawget = rawget,
     rawset = rawset, rawequal = rawequal,
-    sha256 = sha256,
+    sha256 = sha256, prop = prop, join = join,
   }
   env._G = env
   -- Unknown globals (io, require, debug, load, dofile, print, a typo…) raise

@@ -7,33 +7,21 @@
 -- not consented to anything yet.
 -- The global mappings (global.lua) run first; unmapped events pass through.
 
-local function prop(name, target)
-  return { source = "properties." .. name, target = target or name }
-end
-
-local function with(...)
-  local out = {}
-  for _, list in ipairs({ ... }) do
-    for _, m in ipairs(list) do out[#out + 1] = m end
-  end
-  return out
-end
-
 local ACCOUNT = {
   { source = { "properties.account_id", "group_id" }, target = "account_id" },
   prop "account_name",
 }
 local PLAN = { prop "plan", prop "billing_cycle" }
-local SUBSCRIPTION = with({
+local SUBSCRIPTION = join({
   prop "subscription_id", prop "previous_plan", prop "seats", prop "value",
   prop "currency", prop "mrr",
 }, ACCOUNT, PLAN)
-local TRIAL = with({ prop "trial_days", prop "trial_end_date" }, ACCOUNT, PLAN)
-local INVITATION = with({
+local TRIAL = join({ prop "trial_days", prop "trial_end_date" }, ACCOUNT, PLAN)
+local INVITATION = join({
   prop "invitation_id", prop "invitee_role",
   { source = "properties.invitee_email", target = "invitee_email_sha256", hash = "sha256" },
 }, ACCOUNT)
-local SEATS = with({ prop "seat_count", prop "role", prop "plan" }, ACCOUNT)
+local SEATS = join({ prop "seat_count", prop "role", prop "plan" }, ACCOUNT)
 
 return {
   integration = "amperity",
@@ -41,27 +29,27 @@ return {
   version = "1.8.0",
   events = {
     page = { type = "pageview" },
-    signed_up = { mappings = with({ prop "signup_method", prop "company_size", prop "industry" },
+    signed_up = { mappings = join({ prop "signup_method", prop "company_size", prop "industry" },
       ACCOUNT, PLAN) },
-    logged_in = { mappings = with({ prop "login_method" }, ACCOUNT) },
+    logged_in = { mappings = join({ prop "login_method" }, ACCOUNT) },
     logged_out = { mappings = ACCOUNT },
-    password_reset_requested = { mappings = with({ prop "method" }, ACCOUNT) },
+    password_reset_requested = { mappings = join({ prop "method" }, ACCOUNT) },
     trial_started = { mappings = TRIAL },
-    trial_converted = { mappings = with(TRIAL, { prop "value", prop "currency" }) },
+    trial_converted = { mappings = join(TRIAL, { prop "value", prop "currency" }) },
     trial_expired = { mappings = TRIAL },
     subscription_started = { mappings = SUBSCRIPTION },
     subscription_upgraded = { mappings = SUBSCRIPTION },
     subscription_downgraded = { mappings = SUBSCRIPTION },
-    subscription_cancelled = { mappings = with(SUBSCRIPTION, { prop "cancellation_reason" }) },
+    subscription_cancelled = { mappings = join(SUBSCRIPTION, { prop "cancellation_reason" }) },
     subscription_renewed = { mappings = SUBSCRIPTION },
-    feature_used = { mappings = with({
+    feature_used = { mappings = join({
       prop "feature_name", prop "feature_category", prop "usage_count",
     }, ACCOUNT) },
     invitation_sent = { mappings = INVITATION },
     invitation_accepted = { mappings = INVITATION },
     seat_added = { mappings = SEATS },
     seat_removed = { mappings = SEATS },
-    integration_connected = { mappings = with({
+    integration_connected = { mappings = join({
       prop "integration_name", prop "integration_category",
     }, ACCOUNT) },
   },

@@ -7,26 +7,14 @@
 -- playback_session_id so it does not clash with the visit's session_id.
 -- The global mappings (global.lua) run first; unmapped events pass through.
 
-local function prop(name, target)
-  return { source = "properties." .. name, target = target or name }
-end
-
-local function with(...)
-  local out = {}
-  for _, list in ipairs({ ... }) do
-    for _, m in ipairs(list) do out[#out + 1] = m end
-  end
-  return out
-end
-
 local PLAYBACK = {
   prop("session_id", "playback_session_id"),
   prop "content_asset_id", prop "position", prop "total_length",
   prop "livestream", prop "quality", prop "bitrate",
   prop "sound", prop "full_screen",
 }
-local VIDEO_PLAYBACK = with(PLAYBACK, { prop "video_player", prop "ad_enabled" })
-local AUDIO_PLAYBACK = with(PLAYBACK, { prop "audio_player" })
+local VIDEO_PLAYBACK = join(PLAYBACK, { prop "video_player", prop "ad_enabled" })
+local AUDIO_PLAYBACK = join(PLAYBACK, { prop "audio_player" })
 local CONTENT = {
   prop("session_id", "playback_session_id"),
   prop "content_asset_id", prop "content_pod_id", prop "title", prop "program",
@@ -51,7 +39,7 @@ return {
     video_playback_completed = { mappings = VIDEO_PLAYBACK },
     video_content_started = { mappings = CONTENT },
     video_content_completed = { mappings = CONTENT },
-    video_content_milestone = { mappings = with(CONTENT, {
+    video_content_milestone = { mappings = join(CONTENT, {
       { source = { "properties.milestone", "properties.percent_complete" }, target = "milestone" },
     }) },
     video_ad_started = { mappings = AD },

@@ -5,18 +5,6 @@
 -- list and are sent comma-separated (Amperity bodies carry no arrays).
 -- The global mappings (global.lua) run first; unmapped events pass through.
 
-local function prop(name, target)
-  return { source = "properties." .. name, target = target or name }
-end
-
-local function with(...)
-  local out = {}
-  for _, list in ipairs({ ... }) do
-    for _, m in ipairs(list) do out[#out + 1] = m end
-  end
-  return out
-end
-
 local function csv(v)
   if type(v) ~= "table" then return v end
   local out = {}
@@ -47,8 +35,8 @@ return {
   events = {
     page = { type = "pageview" },
     article_viewed = { mappings = ARTICLE },
-    article_read = { mappings = with(ARTICLE, { prop "read_percent", prop "read_time" }) },
-    article_shared = { mappings = with(ARTICLE, { prop "share_method", prop "share_platform" }) },
+    article_read = { mappings = join(ARTICLE, { prop "read_percent", prop "read_time" }) },
+    article_shared = { mappings = join(ARTICLE, { prop "share_method", prop "share_platform" }) },
     article_bookmarked = { mappings = ARTICLE },
     category_viewed = { mappings = { prop "category", prop "section" } },
     search_performed = { mappings = {
@@ -56,12 +44,12 @@ return {
       prop "results_count", prop "category",
     } },
     newsletter_subscribed = { mappings = NEWSLETTER },
-    newsletter_unsubscribed = { mappings = with(NEWSLETTER, { prop "reason" }) },
+    newsletter_unsubscribed = { mappings = join(NEWSLETTER, { prop "reason" }) },
     paywall_viewed = { mappings = {
       prop "article_id", prop "paywall_type", prop "meter_count", prop "category",
     } },
     subscription_started = { mappings = SUBSCRIPTION },
-    subscription_cancelled = { mappings = with(SUBSCRIPTION, { prop "cancellation_reason" }) },
+    subscription_cancelled = { mappings = join(SUBSCRIPTION, { prop "cancellation_reason" }) },
     comment_posted = { mappings = { prop "comment_id", prop "article_id", prop "parent_comment_id" } },
     author_followed = { mappings = {
       prop "author_id", { source = { "properties.author", "properties.author_name" }, target = "author" },

@@ -7,10 +7,6 @@
 -- the first GA4 item second. The global mappings (global.lua) run before
 -- these handlers; unmapped events pass through flat.
 
-local function prop(name, target)
-  return { source = "properties." .. name, target = target or name }
-end
-
 -- Line-item summaries. `source` is the line list (GA4 `items`, Segment
 -- `products`); Amperity bodies cannot carry arrays, so lists become counts
 -- and comma-separated ids.
@@ -69,13 +65,6 @@ local LINES = {
   { source = LINE_LIST, target = "total_quantity", fn = total_quantity },
 }
 
-local function with(base, extra)
-  local out = {}
-  for _, m in ipairs(base) do out[#out + 1] = m end
-  for _, m in ipairs(extra) do out[#out + 1] = m end
-  return out
-end
-
 return {
   integration = "amperity",
   name = "retail",
@@ -93,19 +82,19 @@ return {
       { source = LINE_LIST, target = "product_ids", fn = product_ids },
     } },
     add_to_cart = { type = "add_to_cart", aliases = { "Product Added" },
-      mappings = with(PRODUCT, { prop "cart_id" }) },
+      mappings = join(PRODUCT, { prop "cart_id" }) },
     remove_from_cart = { type = "remove_from_cart", aliases = { "Product Removed" },
-      mappings = with(PRODUCT, { prop "cart_id" }) },
+      mappings = join(PRODUCT, { prop "cart_id" }) },
     view_cart = { type = "view_cart", aliases = { "Cart Viewed" },
-      mappings = with(LINES, { prop "cart_id" }) },
+      mappings = join(LINES, { prop "cart_id" }) },
     begin_checkout = { type = "begin_checkout", aliases = { "Checkout Started" },
-      mappings = with(LINES, {
+      mappings = join(LINES, {
         prop "checkout_id",
         { source = { "properties.order_id", "properties.transaction_id" }, target = "order_id" },
         prop "shipping_method",
       }) },
     purchase = { type = "purchase", aliases = { "Order Completed" },
-      mappings = with(LINES, {
+      mappings = join(LINES, {
         { source = { "properties.order_id", "properties.transaction_id" }, target = "order_id" },
         prop "checkout_id",
         prop "revenue",

@@ -5,18 +5,6 @@
 -- properties.origin / destination are IATA codes or city names as sent.
 -- The global mappings (global.lua) run first; unmapped events pass through.
 
-local function prop(name, target)
-  return { source = "properties." .. name, target = target or name }
-end
-
-local function with(...)
-  local out = {}
-  for _, list in ipairs({ ... }) do
-    for _, m in ipairs(list) do out[#out + 1] = m end
-  end
-  return out
-end
-
 local TRIP = {
   prop "origin", prop "destination",
   prop "departure_date", prop "return_date",
@@ -25,7 +13,7 @@ local TRIP = {
 
 local MONEY = { prop "value", prop "currency" }
 
-local BOOKING = with({
+local BOOKING = join({
   prop "booking_id",
   { source = { "properties.booking_type", "properties.product_type" }, target = "booking_type" },
   prop "passengers", prop "guests", prop "rooms",
@@ -43,7 +31,7 @@ return {
   version = "1.8.0",
   events = {
     page = { type = "pageview" },
-    flight_searched = { mappings = with({
+    flight_searched = { mappings = join({
       prop "origin", prop "destination", prop "departure_date", prop "return_date",
       prop "passengers", prop "cabin_class", prop "trip_type", prop "results_count",
     }) },
@@ -55,28 +43,28 @@ return {
       prop "pickup_location", prop "dropoff_location", prop "pickup_date",
       prop "dropoff_date", prop "car_class", prop "results_count",
     } },
-    flight_viewed = { mappings = with({
+    flight_viewed = { mappings = join({
       prop "flight_id", prop "flight_number", prop "airline", prop "origin",
       prop "destination", prop "departure_date", prop "return_date", prop "cabin_class",
       prop "price",
     }, MONEY) },
-    hotel_viewed = { mappings = with({
+    hotel_viewed = { mappings = join({
       prop "hotel_id", prop "hotel_name", prop "destination", prop "check_in_date",
       prop "check_out_date", prop "star_rating", prop "price",
     }, MONEY) },
     booking_started = { mappings = BOOKING },
-    booking_completed = { mappings = with(BOOKING, { prop "payment_method", prop "coupon" }) },
-    booking_cancelled = { mappings = with(BOOKING, { prop "cancellation_reason", prop "refund_amount" }) },
-    booking_modified = { mappings = with(BOOKING, { prop "modification_type", prop "change_fee" }) },
+    booking_completed = { mappings = join(BOOKING, { prop "payment_method", prop "coupon" }) },
+    booking_cancelled = { mappings = join(BOOKING, { prop "cancellation_reason", prop "refund_amount" }) },
+    booking_modified = { mappings = join(BOOKING, { prop "modification_type", prop "change_fee" }) },
     check_in_completed = { mappings = {
       prop "booking_id", prop "flight_number", prop "hotel_id", prop "check_in_method",
       prop "seat",
     } },
-    check_out_completed = { mappings = with({
+    check_out_completed = { mappings = join({
       prop "booking_id", prop "hotel_id", prop "nights",
     }, MONEY) },
     loyalty_points_earned = { mappings = LOYALTY },
-    loyalty_points_redeemed = { mappings = with(LOYALTY, { prop "reward_id" }) },
+    loyalty_points_redeemed = { mappings = join(LOYALTY, { prop "reward_id" }) },
     review_submitted = { mappings = {
       prop "review_id", prop "rating", prop "booking_id", prop "hotel_id",
       prop "property_type",
