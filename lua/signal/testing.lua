@@ -50,11 +50,15 @@ M.deep_copy = deep_copy
 
 -- fixture(name) -> a fresh canonical event for a vertical ("retail", "travel",
 -- "finance", "b2b_saas", "media", "gaming", "publishing") or "page".
+-- Each vertical's file holds only its event, properties and page; the
+-- shared visitor (_visitor.lua) builds the rest of the event around them.
 function M.fixture(name)
-  local file = root_dir() .. "/spec/fixtures/events/" .. name .. ".lua"
-  local chunk, err = loadfile(file)
+  local dir = root_dir() .. "/spec/fixtures/events/"
+  local visitor, verr = loadfile(dir .. "_visitor.lua")
+  if not visitor then error("signal.testing.fixture: " .. verr, 2) end
+  local chunk, err = loadfile(dir .. name .. ".lua")
   if not chunk then error("signal.testing.fixture: " .. err, 2) end
-  return deep_copy(chunk())
+  return deep_copy(chunk(visitor()))
 end
 
 -- load{ presets_dir?, scripts_dir? } -> lib; raises with all load errors.
