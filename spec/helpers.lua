@@ -73,6 +73,21 @@ local function serialize(v, indent)
 end
 H.serialize = serialize
 
+-- A fresh scratch directory under H.tmp; H.remove_tmpdirs() deletes every
+-- one made so far (call it in a teardown).
+local made = {}
+function H.tmpdir()
+  local d = H.tmp .. "/d-" .. core.random_hex(6)
+  assert(os.execute("mkdir -p '" .. d .. "'"))
+  made[#made + 1] = d
+  return d
+end
+
+function H.remove_tmpdirs()
+  for _, d in ipairs(made) do os.execute("rm -rf '" .. d .. "'") end
+  made = {}
+end
+
 function H.write(path, content)
   local f = assert(io.open(path, "w"))
   f:write(content)
@@ -160,11 +175,18 @@ function H.serve(app_file, opts)
   return p
 end
 
+-- The sandbox fixture (tenant, both tokens, streams, profiles): the path,
+-- and a fresh decoded copy per call (specs may change theirs).
+H.PROFILES = H.root .. "/spec/fixtures/profiles.json"
+function H.profiles()
+  return cjson.decode((assert(H.read(H.PROFILES), "cannot read " .. H.PROFILES)))
+end
+
 -- The Amperity sandbox (`signal sandbox`) on a free port.
 function H.sandbox(profiles_file)
   local port = H.free_port()
   local p = H.spawn({ H.bin, "sandbox", "--listen", "127.0.0.1:" .. port,
-                      "--profiles", profiles_file or (H.root .. "/spec/fixtures/profiles.json") }, "sandbox")
+                      "--profiles", profiles_file or H.PROFILES }, "sandbox")
   p.url = "http://127.0.0.1:" .. port
   H.wait_http(p.url .. "/_sandbox/requests", p)
   return p

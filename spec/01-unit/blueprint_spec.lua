@@ -9,14 +9,8 @@ local cjson = require "cjson"
 
 local CFG = { source_value = "DATAFLY" }
 
-local created = {}
-local function tmpdir()
-  local d = os.tmpname()
-  os.remove(d)
-  assert(os.execute("mkdir -p '" .. d .. "'"))
-  created[#created + 1] = d
-  return d
-end
+local H = require "helpers"
+local tmpdir = H.tmpdir
 
 -- A scripts_dir holding the given { ["01_x.lua"] = "source" } files.
 local function scripts_dir(files)
@@ -60,7 +54,7 @@ end
 describe("signal.blueprint", function()
   local lib
   teardown(function()
-    for _, d in ipairs(created) do os.execute("rm -rf '" .. d .. "'") end
+    H.remove_tmpdirs()
   end)
   setup(function()
     local errs

@@ -14,14 +14,8 @@ local function load_dir(case)
   return blueprint.load{ presets_dir = "presets", scripts_dir = FIX .. case }
 end
 
-local created = {}
-local function tmpdir()
-  local d = os.tmpname()
-  os.remove(d)
-  assert(os.execute("mkdir -p '" .. d .. "'"))
-  created[#created + 1] = d
-  return d
-end
+local H = require "helpers"
+local tmpdir = H.tmpdir
 
 local function write(dir, name, src)
   local f = assert(io.open(dir .. "/" .. name, "w"))
@@ -35,7 +29,7 @@ end
 
 describe("customer scripts", function()
   teardown(function()
-    for _, d in ipairs(created) do os.execute("rm -rf '" .. d .. "'") end
+    H.remove_tmpdirs()
   end)
 
   describe("the restricted environment refuses", function()

@@ -6,8 +6,7 @@ local H = require "helpers"
 local cjson = require "cjson"
 local core = require "signal.core"
 
-local FIXTURE = H.root .. "/spec/fixtures/profiles.json"
-local fx = cjson.decode(H.read(FIXTURE))
+local FIXTURE, fx = H.PROFILES, H.profiles()
 local JANE_ID = "3f9c2a71-8d4e-4b6a-9c1f-0a2b3c4d5e01"
 local JANE_EMAIL_SHA = core.sha256_hex("jane.doe@example.com")
 

@@ -17,19 +17,13 @@ local resolve = require "signal.integrations.amperity.resolve"
 local personalize = require "signal.integrations.amperity.personalize"
 local browser = require "signal.integrations.amperity.browser"
 
-local FIXTURE = H.root .. "/spec/fixtures/profiles.json"
-local fx = cjson.decode(H.read(FIXTURE))
+local FIXTURE, fx = H.PROFILES, H.profiles()
 local JANE = "3f9c2a71-8d4e-4b6a-9c1f-0a2b3c4d5e01"
 local ADA = "3f9c2a71-8d4e-4b6a-9c1f-0a2b3c4d5e02"
 local ORG = "org-spec-enrich"
 local OTHER_JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzY29wZSI6Im90aGVyIn0.b3RoZXI"
 
-local function deep_copy(v)
-  if type(v) ~= "table" then return v end
-  local c = {}
-  for k, x in pairs(v) do c[k] = deep_copy(x) end
-  return c
-end
+local deep_copy = require("signal.schema").deepcopy
 
 describe("profile enrichment", function()
   local sb, redis

@@ -10,8 +10,7 @@ local config = require "signal.config"
 local log = require "signal.log"
 local enrich = require "signal.integrations.amperity.enrich"
 
-local FIXTURE = H.root .. "/spec/fixtures/profiles.json"
-local fx = cjson.decode(H.read(FIXTURE))
+local FIXTURE, fx = H.PROFILES, H.profiles()
 local ORG = "org-spec-hub"
 local ORIGIN = "https://shop.example.com"
 

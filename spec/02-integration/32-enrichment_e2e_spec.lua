@@ -7,8 +7,7 @@
 local H = require "helpers"
 local cjson = require "cjson"
 
-local FIXTURE = H.root .. "/spec/fixtures/profiles.json"
-local fx = cjson.decode(H.read(FIXTURE))
+local FIXTURE, fx = H.PROFILES, H.profiles()
 local JANE = "3f9c2a71-8d4e-4b6a-9c1f-0a2b3c4d5e01"
 local KEY = "dk_test_e2e_enrich"
 

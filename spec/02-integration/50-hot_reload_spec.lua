@@ -6,7 +6,7 @@ local H = require "helpers"
 local cjson = require "cjson"
 local core = require "signal.core"
 
-local fixture = cjson.decode(H.read(H.root .. "/spec/fixtures/profiles.json"))
+local fixture = H.profiles()
 local ADMIN = "hot-reload-admin-token"
 
 local function script(marker)

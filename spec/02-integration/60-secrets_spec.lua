@@ -7,7 +7,7 @@ local H = require "helpers"
 local cjson = require "cjson"
 local core = require "signal.core"
 
-local fx = cjson.decode(H.read(H.root .. "/spec/fixtures/profiles.json"))
+local fx = H.profiles()
 local ADMIN = "secret-admin-token-" .. core.random_hex(6)
 
 describe("secrets", function()
