@@ -150,12 +150,18 @@ static int l_gunzip(lua_State *L)
 /* core.stream_start(status, headers): turns the current request's reply
  * into a chunked stream; the handler then writes and, when it returns, the
  * stream ends (its return values are ignored). */
+/* The request the calling handler serves, and its "streaming" flag. */
+static struct evhttp_request *handler_request(lua_State *L, int **streaming)
+{
+    worker_t *w = worker_of(L);
+    return w ? worker_request_of(w, L, streaming) : NULL;
+}
+
 static int l_stream_start(lua_State *L)
 {
     int status = (int)luaL_checkinteger(L, 1);
-    worker_t *w = worker_of(L);
     int *streaming = NULL;
-    struct evhttp_request *req = w ? worker_request_of(w, L, &streaming) : NULL;
+    struct evhttp_request *req = handler_request(L, &streaming);
     if (!req) return luaL_error(L, "stream_start: only an HTTP request handler can stream");
     if (*streaming) return luaL_error(L, "stream_start: the stream is already started");
     if (server_stream_start(req, L, status, 2) != 0) {
@@ -173,9 +179,8 @@ static int l_stream_write(lua_State *L)
 {
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
-    worker_t *w = worker_of(L);
     int *streaming = NULL;
-    struct evhttp_request *req = w ? worker_request_of(w, L, &streaming) : NULL;
+    struct evhttp_request *req = handler_request(L, &streaming);
     if (!req || !*streaming) return luaL_error(L, "stream_write: call stream_start first");
     if (server_stream_write(req, s, n) != 0) {
         lua_pushnil(L);

@@ -313,6 +313,18 @@ local function check_profile_auth(req)
   if err[1] then return err end
 end
 
+-- The Profile API preamble: tenant and profile token, then the collection.
+-- Returns the collection, or nil and the error answer as a list.
+local function profile_collection(req, collection_id)
+  local err = check_profile_auth(req)
+  if err then return nil, err end
+  local col = collections[collection_id]
+  if not col then
+    return nil, { amp_error(404, "collection-not-found", "No collection " .. collection_id .. " for tenant") }
+  end
+  return col
+end
+
 local function profile_body(col, p, attributes)
   return cjson.encode({ collection_id = col.id, profile_id = p.profile_id, attributes = attributes,
                         created_at = p.created_at, updated_at = p.updated_at, links = p.links })
@@ -320,12 +332,8 @@ end
 
 -- GET …/keychain?{key}={value} and the older …/lookup?{key}={value}
 local function lookup(req, collection_id)
-  local err = check_profile_auth(req)
-  if err then return err[1], err[2], err[3] end
-  local col = collections[collection_id]
-  if not col then
-    return amp_error(404, "collection-not-found", "No collection " .. collection_id .. " for tenant")
-  end
+  local col, err = profile_collection(req, collection_id)
+  if not col then return err[1], err[2], err[3] end
   local q = query_pairs(req.query)
   if #q ~= 1 then
     return amp_error(400, "bad-request", "Exactly one linking key is required, got " .. #q)
@@ -361,12 +369,8 @@ local function personalize(p, q)
 end
 
 local function profile(req, collection_id, id)
-  local err = check_profile_auth(req)
-  if err then return err[1], err[2], err[3] end
-  local col = collections[collection_id]
-  if not col then
-    return amp_error(404, "collection-not-found", "No collection " .. collection_id .. " for tenant")
-  end
+  local col, err = profile_collection(req, collection_id)
+  if not col then return err[1], err[2], err[3] end
   local p = col.by_id[http.unescape(id)]
   if not p then return amp_error(404, "not-found", "No profile " .. id) end
   return 200, JSON, profile_body(col, p, personalize(p, query_pairs(req.query)))
