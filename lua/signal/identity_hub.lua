@@ -22,48 +22,25 @@
 local http = require "signal.http"
 local log = require "signal.log"
 local cors = require "signal.cors"
+local identity = require "signal.identity"
 local browser = require "signal.integrations.amperity.browser"
 
-local pairs, ipairs, tostring, setmetatable = pairs, ipairs, tostring, setmetatable
-local match = string.match
+local tostring = tostring
 
 local M = {}
 
 local PROVIDERS = { amperity = browser }
 local FAST_QUERY = { provider = "amperity" }
 
--- dfdid(cookie header) → the _dfdid value (as signal.http.parse_cookies would
--- give it: first occurrence, trimmed), without building the whole cookie map
-local function dfdid(header)
-  if not header then return nil end
-  local v = match(header, "^%s*_dfdid=%s*([^;]*)") or match(header, ";%s*_dfdid=%s*([^;]*)")
-  return v and match(v, "^(.-)%s*$")
-end
 local JSON = "application/json"
 
----------------------------------------------------------------------------
--- CORS
-
--- The request names no pipeline (datafly.js sends only the cookie), so the
--- grant is for any pipeline's origin: one pseudo-pipeline holding them all,
--- built per config (ctx) so signal.cors can keep its per-pipeline set. A
--- request that does name a pipeline (?pipelineKey=) gets that one's origins.
--- Keyed weakly by the pipelines table, so a config swapped in gets a new one.
-local any_pipeline = setmetatable({}, { __mode = "k" })
-
-local function cors_pipeline(ctx, q)
-  local pipelines = ctx.pipelines or {}
-  local named = q.pipelineKey and pipelines[q.pipelineKey]
-  if named then return named end
-  local any = any_pipeline[pipelines]
-  if any then return any end
-  local origins = {}
-  for _, p in pairs(pipelines) do
-    for _, o in ipairs(p.origins or {}) do origins[#origins + 1] = o end
-  end
-  any = { origins = origins }
-  any_pipeline[pipelines] = any
-  return any
+-- CORS: the request names no pipeline (datafly.js sends only the cookie),
+-- so any configured pipeline's origin is granted (cors.headers_any); a
+-- request that names one (?pipelineKey=) gets that pipeline's origins.
+local function cors_headers(ctx, req, q)
+  local named = q.pipelineKey and ctx.pipelines and ctx.pipelines[q.pipelineKey]
+  if named then return cors.headers(ctx, req, named) end
+  return cors.headers_any(ctx, req)
 end
 
 ---------------------------------------------------------------------------
@@ -77,7 +54,7 @@ function M.init(ctx, router)
     if not ctx.hub_org_id then return http.error(404, "NOT_FOUND", OFF_MESSAGE) end
     -- datafly.js always sends exactly this query: skip the generic parser
     local q = req.query == "provider=amperity" and FAST_QUERY or http.parse_query(req.query)
-    local h = cors.headers(ctx, req, cors_pipeline(ctx, q))
+    local h = cors_headers(ctx, req, q)
     local provider = q.provider
     if provider == nil or provider == "" then
       return http.error(400, "MISSING_PROVIDER", "provider is required (e.g. /v1/enrich?provider=amperity)", h)
@@ -87,7 +64,7 @@ function M.init(ctx, router)
       return http.error(400, "UNKNOWN_PROVIDER", 'unknown provider "' .. provider:sub(1, 40)
         .. '" (supported: amperity)', h)
     end
-    local id = dfdid(req.headers["cookie"])
+    local id = identity.read_cookie(req)   -- never minted here
     local attrs = "{}"
     if id and id ~= "" then
       local err
