@@ -74,15 +74,17 @@ function M.start(args)
   -- so random URLs cannot grow the metric without bound.
   local metrics = require "signal.metrics"
   local monotonic = core.monotonic
-  local label_cache = {}
+  local label_cache = {}   -- route → method → labels, built once per pair
   return function(req)
     local t0 = monotonic()
     local status, headers, body = r:dispatch(req)
-    local key = req.method .. " " .. (req.route or "unmatched")
-    local labels = label_cache[key]
+    local route = req.route or "unmatched"
+    local by_method = label_cache[route]
+    if not by_method then by_method = {}; label_cache[route] = by_method end
+    local labels = by_method[req.method]
     if not labels then
-      labels = { route = req.route or "unmatched", method = req.method }
-      label_cache[key] = labels
+      labels = { route = route, method = req.method }
+      by_method[req.method] = labels
     end
     metrics.observe("signal_http_request_duration_seconds", labels, monotonic() - t0)
     return status, headers, body

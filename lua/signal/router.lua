@@ -29,7 +29,9 @@ function M:add(methods, path, fn)
       local pat, names = compile(path)
       self.patterns[#self.patterns + 1] = { method = m, pat = pat, names = names, fn = fn, path = path }
     else
-      self.exact[m .. " " .. path] = fn
+      local by_method = self.exact[path]
+      if not by_method then by_method = {}; self.exact[path] = by_method end
+      by_method[m] = fn
     end
   end
   return self
@@ -38,7 +40,8 @@ end
 -- Sets req.route to the matched route ("/v1/t", "/v1/js/:key/datafly.js")
 -- so metrics can label by route without the path's unbounded values.
 function M:dispatch(req)
-  local fn = self.exact[req.method .. " " .. req.path]
+  local by_method = self.exact[req.path]   -- path, then method: no string built per request
+  local fn = by_method and by_method[req.method]
   if fn then
     req.route = req.path
     return fn(req, nil)
@@ -55,10 +58,8 @@ function M:dispatch(req)
     end
   end
   -- Same path, other method → 405 rather than a misleading 404.
-  for key in pairs(self.exact) do
-    if key:match("^%S+ (.*)$") == req.path then
-      return http.error(405, "METHOD_NOT_ALLOWED", req.method .. " is not supported on " .. req.path)
-    end
+  if by_method then
+    return http.error(405, "METHOD_NOT_ALLOWED", req.method .. " is not supported on " .. req.path)
   end
   return http.error(404, "NOT_FOUND", "no route for " .. req.method .. " " .. req.path)
 end
