@@ -78,6 +78,10 @@ describe("hot reload of customer scripts", function()
   it("uses an edited script for the next events within 2 s, without a restart", function()
     local before = status().blueprints.version
     H.write(dir .. "/10_marker.lua", script("v2"))
+    -- the issue's bound: the edited version is live within 2 s (inotify,
+    -- a 150 ms debounce, compile and probe take a fraction of that)
+    H.eventually(function() return status().blueprints.version ~= before end, 2,
+      "the edited script to be loaded within 2 s")
     -- Every worker swaps on its own inotify watch; poll both through new events.
     H.eventually(function()
       for _ = 1, 4 do
