@@ -151,7 +151,7 @@ static int l_gunzip(lua_State *L)
  * into a chunked stream; the handler then writes and, when it returns, the
  * stream ends (its return values are ignored). */
 /* The request the calling handler serves, and its "streaming" flag. */
-static struct evhttp_request *handler_request(lua_State *L, int **streaming)
+static struct sg_conn *handler_request(lua_State *L, int **streaming)
 {
     worker_t *w = worker_of(L);
     return w ? worker_request_of(w, L, streaming) : NULL;
@@ -161,7 +161,7 @@ static int l_stream_start(lua_State *L)
 {
     int status = (int)luaL_checkinteger(L, 1);
     int *streaming = NULL;
-    struct evhttp_request *req = handler_request(L, &streaming);
+    struct sg_conn *req = handler_request(L, &streaming);
     if (!req) return luaL_error(L, "stream_start: only an HTTP request handler can stream");
     if (*streaming) return luaL_error(L, "stream_start: the stream is already started");
     if (server_stream_start(req, L, status, 2) != 0) {
@@ -180,7 +180,7 @@ static int l_stream_write(lua_State *L)
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
     int *streaming = NULL;
-    struct evhttp_request *req = handler_request(L, &streaming);
+    struct sg_conn *req = handler_request(L, &streaming);
     if (!req || !*streaming) return luaL_error(L, "stream_write: call stream_start first");
     if (server_stream_write(req, s, n) != 0) {
         lua_pushnil(L);
@@ -188,6 +188,28 @@ static int l_stream_write(lua_State *L)
         return 2;
     }
     lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* ---- suspend / wakeup -------------------------------------------------------- */
+
+/* core.suspend(): parks the calling task until some task calls
+ * core.wakeup(co) with it; returns nothing. Callers loop on their own
+ * condition (a wake-up carries no value). */
+static int l_suspend(lua_State *L)
+{
+    worker_t *w = worker_of(L);
+    if (!w || !worker_can_yield(w, L))
+        return luaL_error(L, "suspend: only an engine task can suspend (not standalone, not start-up)");
+    return worker_suspend(w, L);
+}
+
+/* core.wakeup(co) → true when co was suspended and will resume next turn. */
+static int l_wakeup(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTHREAD);
+    worker_t *w = worker_of(L);
+    lua_pushboolean(L, w && worker_wakeup(w, lua_tothread(L, 1)) == 0);
     return 1;
 }
 
@@ -278,6 +300,95 @@ static int l_watch(lua_State *L)
     return 1;
 }
 
+/* ---- byte buffers and lazy request bodies ------------------------------------ */
+
+sg_buf *sg_buf_push(lua_State *L, const char *s, size_t n)
+{
+    sg_buf *b = lua_newuserdata(L, sizeof *b + n);
+    b->len = n;
+    if (n) memcpy(b->data, s, n);
+    luaL_getmetatable(L, SG_BUF_MT);
+    lua_setmetatable(L, -2);
+    return b;
+}
+
+const char *sg_tobytes(lua_State *L, int idx, size_t *len)
+{
+    int t = lua_type(L, idx);
+    if (t == LUA_TSTRING || t == LUA_TNUMBER) return lua_tolstring(L, idx, len);
+    if (t != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return NULL;
+    luaL_getmetatable(L, SG_BUF_MT);
+    int is_buf = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (!is_buf) return NULL;
+    sg_buf *b = lua_touserdata(L, idx);
+    *len = b->len;
+    return b->data;
+}
+
+static int buf_len(lua_State *L)
+{
+    sg_buf *b = luaL_checkudata(L, 1, SG_BUF_MT);
+    lua_pushinteger(L, (lua_Integer)b->len);
+    return 1;
+}
+
+static int buf_tostring(lua_State *L)
+{
+    sg_buf *b = luaL_checkudata(L, 1, SG_BUF_MT);
+    lua_pushlstring(L, b->data, b->len);
+    return 1;
+}
+
+/* core.buffer(s) → a buffer holding s (specs and tools; the server makes
+ * request bodies into buffers itself). */
+static int l_buffer(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    sg_buf_push(L, s, n);
+    return 1;
+}
+
+/* __index of request tables: only `body`, made once from body_buf. */
+static int request_index(lua_State *L)
+{
+    size_t n;
+    const char *k = lua_tolstring(L, 2, &n);
+    if (!k || n != 4 || memcmp(k, "body", 4) != 0) return 0;
+    lua_getfield(L, 1, "body_buf");
+    size_t len = 0;
+    const char *s = sg_tobytes(L, -1, &len);
+    if (s) lua_pushlstring(L, s, len);
+    else lua_pushliteral(L, "");
+    lua_pushvalue(L, -1);
+    lua_setfield(L, 1, "body");
+    return 1;
+}
+
+void sg_push_request_mt(lua_State *L)
+{
+    if (luaL_newmetatable(L, "signal.request")) {
+        lua_pushcfunction(L, request_index);
+        lua_setfield(L, -2, "__index");
+    }
+}
+
+static void open_buffers(lua_State *L)
+{
+    if (luaL_newmetatable(L, SG_BUF_MT)) {
+        lua_pushcfunction(L, buf_len);
+        lua_setfield(L, -2, "__len");
+        lua_pushcfunction(L, buf_tostring);
+        lua_setfield(L, -2, "__tostring");
+        lua_pushliteral(L, "signal.buf");
+        lua_setfield(L, -2, "__metatable");
+    }
+    lua_pop(L, 1);
+    sg_push_request_mt(L);
+    lua_pop(L, 1);
+}
+
 void sg_prepare_state(lua_State *L, const char *home)
 {
     luaL_openlibs(L);
@@ -314,13 +425,18 @@ int luaopen_signal_core(lua_State *L)
         { "watch", l_watch },
         { "stream_start", l_stream_start },
         { "stream_write", l_stream_write },
+        { "suspend", l_suspend },
+        { "buffer", l_buffer },
+        { "wakeup", l_wakeup },
         { NULL, NULL },
     };
+    open_buffers(L);
     lua_newtable(L);
     luaL_register(L, NULL, fns);
     sg_open_crypto(L);
     sg_open_http(L);
     sg_open_redis(L);
+    sg_open_event(L);
 
     worker_t *w = worker_of(L);
     lua_pushlightuserdata(L, NULL);

@@ -403,8 +403,8 @@ static int collect_args(lua_State *L, int idx, int from, const char **argv, size
         if (len > max) return -1;
         for (int i = 1; i <= len; i++) {
             lua_rawgeti(L, idx, i);
-            if (!lua_isstring(L, -1)) { lua_pop(L, 1); return -2; }
-            argv[n] = lua_tolstring(L, -1, &lens[n]);
+            argv[n] = sg_tobytes(L, -1, &lens[n]);
+            if (!argv[n]) { lua_pop(L, 1); return -2; }
             n++;
             lua_pop(L, 1);   /* still anchored by the table */
         }
@@ -413,8 +413,8 @@ static int collect_args(lua_State *L, int idx, int from, const char **argv, size
     int top = lua_gettop(L);
     if (top - from + 1 > max) return -1;
     for (int i = from; i <= top; i++) {
-        if (!lua_isstring(L, i)) return -2;
-        argv[n] = lua_tolstring(L, i, &lens[n]);
+        argv[n] = sg_tobytes(L, i, &lens[n]);
+        if (!argv[n]) return -2;
         n++;
     }
     return n;

@@ -1,29 +1,36 @@
 /*
- * server.h — the evhttp glue: one HTTP server per worker on a shared port.
+ * server.h — the engine's HTTP/1.1 server: one per worker on a shared port.
  */
 #ifndef SIGNAL_SERVER_H
 #define SIGNAL_SERVER_H
 
 #include "worker.h"
 
+/* One client connection; while a request is with Lua it also stands for
+ * that request (a connection serves its requests one at a time, in order). */
+typedef struct sg_conn sg_conn;
+typedef struct sg_server sg_server;
+
 /* Binds w's listener (SO_REUSEPORT) on the engine's address. */
 int server_start(worker_t *w);
+/* Stops accepting and closes idle connections; busy ones close after
+ * their reply. */
 void server_stop_accepting(worker_t *w);
 void server_free(worker_t *w);
 
-/* Pushes the Lua request table for req onto co. */
-void server_push_request(lua_State *co, struct evhttp_request *req);
+/* Pushes the Lua request table for c's current request onto co. */
+void server_push_request(lua_State *co, sg_conn *c);
 
 /* Sends the reply from the handler's results (status, headers, body) on co,
- * or a 500 when co is NULL (the handler raised). */
-void server_reply(worker_t *w, struct evhttp_request *req, lua_State *co);
+ * or a 500 when co is NULL (the handler raised). Ends c's request. */
+void server_reply(sg_conn *c, lua_State *co);
 
 /* Streaming (chunked) replies, for Server-Sent Events: start with status
  * and the headers table at index hidx of L, write chunks, end when the
  * task ends. write returns -1 once the client has gone away. */
-int server_stream_start(struct evhttp_request *req, lua_State *L, int status, int hidx);
-int server_stream_write(struct evhttp_request *req, const char *s, size_t n);
-void server_stream_end(struct evhttp_request *req);
+int server_stream_start(sg_conn *c, lua_State *L, int status, int hidx);
+int server_stream_write(sg_conn *c, const char *s, size_t n);
+void server_stream_end(sg_conn *c);
 
 /* Fails with a clear message when the address is taken (SO_REUSEPORT alone
  * would silently share the port with another process). */

@@ -9,7 +9,6 @@
 #include "server.h"
 
 #include <event2/event.h>
-#include <event2/http.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,9 +21,10 @@
 
 struct task {
     lua_State *co;
-    struct evhttp_request *req;   /* NULL for background tasks */
+    struct sg_conn *req;   /* NULL for background tasks */
     int is_main;                  /* exec mode: its end ends the run */
     int streaming;                /* a chunked reply was started */
+    int suspended;                /* waiting in core.suspend for core.wakeup */
 };
 
 worker_t *worker_of(lua_State *L)
@@ -52,7 +52,7 @@ int worker_can_yield(worker_t *w, lua_State *L)
     return L != w->L && task_of(L, L) != NULL;
 }
 
-struct evhttp_request *worker_request_of(worker_t *w, lua_State *L, int **streaming)
+struct sg_conn *worker_request_of(worker_t *w, lua_State *L, int **streaming)
 {
     if (L == w->L) return NULL;
     task_t *t = task_of(L, L);
@@ -77,7 +77,7 @@ void worker_ready(worker_t *w, sg_op *op)
 }
 
 /* Creates a task for the thread on top of w->L's stack and pops it. */
-static task_t *task_register(worker_t *w, struct evhttp_request *req)
+static task_t *task_register(worker_t *w, struct sg_conn *req)
 {
     lua_State *L = w->L;
     lua_State *co = lua_tothread(L, -1);
@@ -105,7 +105,7 @@ static void task_finish(worker_t *w, task_t *t, int rc)
         lua_pop(L, 1);
     }
     if (t->req && t->streaming) server_stream_end(t->req);
-    else if (t->req) server_reply(w, t->req, rc == 0 ? co : NULL);
+    else if (t->req) server_reply(t->req, rc == 0 ? co : NULL);
     if (t->is_main) {
         w->engine->exit_code = rc != 0 ? 1 : (lua_isnumber(co, 1) ? (int)lua_tointeger(co, 1) : 0);
         w->main_task_done = 1;
@@ -139,7 +139,7 @@ static void task_resume(worker_t *w, lua_State *co, int nargs)
     task_finish(w, t, rc);
 }
 
-int worker_start_request(worker_t *w, struct evhttp_request *req)
+int worker_start_request(worker_t *w, struct sg_conn *req)
 {
     lua_State *L = w->L;
     lua_State *co = lua_newthread(L);
@@ -156,6 +156,26 @@ typedef struct {
 } start_op;
 
 static void free_op(sg_op *op) { free(op); }
+
+int worker_suspend(worker_t *w, lua_State *L)
+{
+    task_t *t = task_of(w->L, L);
+    t->suspended = 1;
+    return worker_yield(w, L);
+}
+
+int worker_wakeup(worker_t *w, lua_State *co)
+{
+    task_t *t = task_of(w->L, co);
+    if (!t || !t->suspended) return -1;   /* not waiting: a wake-up is no-op */
+    start_op *op = calloc(1, sizeof *op);
+    if (!op) return -1;
+    t->suspended = 0;
+    op->op.co = co;
+    op->op.destroy = free_op;
+    worker_ready(w, &op->op);
+    return 0;
+}
 
 int worker_spawn(worker_t *w, lua_State *L, int nargs)
 {

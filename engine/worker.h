@@ -22,9 +22,8 @@
 
 struct event_base;
 struct event;
-struct evhttp;
-struct evhttp_request;
-struct evconnlistener;
+struct sg_conn;                         /* server.c: a connection and its request */
+struct sg_server;
 
 typedef struct engine engine_t;
 typedef struct worker worker_t;
@@ -43,7 +42,7 @@ struct sg_op {
 };
 
 /* Hard limits on hostile input, explicit like lua-cjson's decode_max_depth. */
-#define SG_MAX_REQUEST_BODY   (1024 * 1024)   /* evhttp refuses bigger bodies */
+#define SG_MAX_REQUEST_BODY   (1024 * 1024)   /* server.c refuses bigger bodies: 413 */
 #define SG_MAX_HEADERS_SIZE   (16 * 1024)
 #define SG_MAX_RESPONSE_BODY  (16 * 1024 * 1024)
 #define SG_STOP_GRACE_MS      10000           /* in-flight work after SIGTERM */
@@ -67,8 +66,7 @@ struct worker {
     pthread_t thread;
     struct event_base *base;
     lua_State *L;
-    struct evhttp *http;
-    struct evconnlistener *listener;
+    struct sg_server *server;          /* server.c */
     http_state *hs;                    /* curl multi, owned by l_http.c */
 
     sg_op *ready_head, *ready_tail;
@@ -99,11 +97,17 @@ int worker_can_yield(worker_t *w, lua_State *L);
 
 /* The HTTP request a task serves (NULL for background tasks); *streaming
  * points at its "chunked reply started" flag. */
-struct evhttp_request *worker_request_of(worker_t *w, lua_State *L, int **streaming);
+struct sg_conn *worker_request_of(worker_t *w, lua_State *L, int **streaming);
 
 /* Suspend L until its op is queued; use as `return worker_yield(w, L);`.
  * Marks the yield as ours, so a stray coroutine.yield can be told apart. */
 int worker_yield(worker_t *w, lua_State *L);
+
+/* core.suspend / core.wakeup: a task parks itself until another task wakes
+ * it (the collector's group commit). wakeup returns -1 when co is not
+ * suspended, so a late or repeated wake-up does nothing. */
+int worker_suspend(worker_t *w, lua_State *L);
+int worker_wakeup(worker_t *w, lua_State *co);
 
 /* Queue a completed op; its coroutine is resumed on the next loop turn. */
 void worker_ready(worker_t *w, sg_op *op);
@@ -115,7 +119,7 @@ int worker_spawn(worker_t *w, lua_State *L, int nargs);
 int worker_init(worker_t *w, engine_t *e, int id);
 void *worker_main(void *arg);
 void worker_destroy(worker_t *w);          /* main thread, after join */
-int worker_start_request(worker_t *w, struct evhttp_request *req);
+int worker_start_request(worker_t *w, struct sg_conn *req);
 void worker_request_stop(worker_t *w);
 void worker_request_reload(worker_t *w);
 
