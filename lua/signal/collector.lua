@@ -51,6 +51,8 @@ local concat = table.concat
 local floor = math.floor
 local now, gunzip, null = core.now, core.gunzip, core.null
 local IN_ENGINE = core.in_engine
+local event_json = core.event_json
+local function pipelines_of(ctx) return ctx.pipelines end
 local normalize = event.normalize
 
 local M = {}
@@ -396,15 +398,53 @@ end
 -- (true, or "basic": when the request has Basic credentials and no Origin).
 local SINGLE, BATCH, EVENTS = 1, 2, 3
 
+local commit
+
+-- The fast path (core.event_json, engine/l_event.c): one C pass turns a
+-- plain single event into its canonical JSON with no Lua tables and no
+-- cjson. It declines (nil) anything unusual or invalid, which then takes
+-- the general path below, where every error message comes from.
+local ONE_END = { 5 }
+
+-- fast(ctx, mode, req, src, pk, pipeline, basic) → status, headers, body |
+-- nil, cid, set_cookie when the general path must handle the request
+local function fast(ctx, mode, req, src, pk, pipeline, basic)
+  local headers = req.headers
+  local server_side = mode.server_side == true
+  local cid, set_cookie
+  if not server_side then cid, set_cookie = identity.canonical_id(ctx, req) end
+  local ev_json, mid, dedupe, key, in_json = event_json(src, {
+    pipeline_key = pk, basic_key = basic, canonical_id = cid, ip = identity.client_ip(ctx, req),
+    user_agent = headers["user-agent"], received_at = now(), type_hint = mode.hint,
+    server_side = server_side,
+  })
+  if ev_json == nil then return nil, cid, set_cookie end
+  if not pipeline then
+    pipeline = pipelines_of(ctx)[key]
+    if not pipeline then
+      return reject(ctx, req, nil, 1, "invalid_pipeline_key", 401, "INVALID_PIPELINE_KEY",
+                    "unknown pipeline key: the key given is not configured on this collector; " .. KEY_HELP)
+    end
+    pk = key
+  end
+  local keys = keys_of(pk)
+  if metrics.inc then metrics.inc("events_received_total", keys.labels, 1) end
+  local args = { dedupe and mid or "", ev_json, in_json or src, "", "0" }
+  return commit(ctx, req, pipeline, pk, keys, args, ONE_END, 1, set_cookie)
+end
+
 -- handle(ctx, mode, req) → status, headers, body
 local function handle(ctx, mode, req)
   local headers = req.headers
-  local body = req.body or ""
   local pipelines = ctx.pipelines
+  -- The engine's requests carry the body as a buffer (see sg_buf in
+  -- engine/l_core.h); req.body makes the string only when needed.
+  local src = rawget(req, "body_buf") or req.body or ""
+  local size = #src
 
-  if #body > M.MAX_BODY then
+  if size > M.MAX_BODY then
     return reject(ctx, req, nil, 1, "too_large", 413, "PAYLOAD_TOO_LARGE",
-                  "request body is " .. #body .. " bytes; the limit is " .. kb(M.MAX_BODY) .. " per request")
+                  "request body is " .. size .. " bytes; the limit is " .. kb(M.MAX_BODY) .. " per request")
   end
 
   -- A key in the header is authoritative: refuse an unknown one before
@@ -421,6 +461,13 @@ local function handle(ctx, mode, req)
   local basic = auth and basic_user(auth)
 
   local enc = headers["content-encoding"]
+  local cid, set_cookie, cid_known
+  if event_json and mode.kind == SINGLE and enc == nil and size <= M.MAX_MESSAGE then
+    local status, h, b = fast(ctx, mode, req, src, pk, pipeline, basic)
+    if status then return status, h, b end
+    cid, set_cookie, cid_known = h, b, true
+  end
+  local body = type(src) == "string" and src or req.body
   if enc ~= nil then
     enc = lower(match(enc, "^%s*(.-)%s*$"))
     if enc == "gzip" or enc == "x-gzip" then
@@ -496,8 +543,7 @@ local function handle(ctx, mode, req)
 
   if metrics.inc then metrics.inc("events_received_total", keys.labels, n) end
 
-  local cid, set_cookie
-  if not server_side then cid, set_cookie = identity.canonical_id(ctx, req) end
+  if not server_side and not cid_known then cid, set_cookie = identity.canonical_id(ctx, req) end
 
   local sent_at = batched and doc.sentAt or nil
   if sent_at == null then sent_at = nil end
@@ -586,6 +632,11 @@ local function handle(ctx, mode, req)
     end
   end
 
+  return commit(ctx, req, pipeline, pk, keys, args, ends, n, set_cookie)
+end
+
+-- commit(…) → the answer once the request's messages are stored (or not)
+function commit(ctx, req, pipeline, pk, keys, args, ends, n, set_cookie)
   local added, dups
   if IN_ENGINE and n <= M.CHUNK then
     added, dups = store_grouped(ctx, pk, keys, args, ends[n], n)

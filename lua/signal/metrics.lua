@@ -133,9 +133,21 @@ local function full(name)
 end
 M.name = full
 
+-- Counter series names per name and labels table, so a hot path that keeps
+-- its labels table (collector, delivery) builds no string per call.
+local counter_keys = setmetatable({}, { __mode = "k" })   -- labels table → name → series
+
 function M.inc(name, lbl, n)
   name = full(name)
-  local key = series(name, labels(lbl))
+  local key
+  if type(lbl) == "table" then
+    local per = counter_keys[lbl]
+    if not per then per = {}; counter_keys[lbl] = per end
+    key = per[name]
+    if not key then key = series(name, labels(lbl)); per[name] = key end
+  else
+    key = series(name, labels(lbl))
+  end
   counters[key] = (counters[key] or 0) + (n or 1)
   if not types[name] then types[name] = "counter" end
   dirty = true
