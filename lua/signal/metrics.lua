@@ -153,9 +153,12 @@ function M.inc(name, lbl, n)
   dirty = true
 end
 
--- Series names of one histogram (per name and label set), built once:
--- observe() on a hot path then only adds numbers.
+-- Series names of one histogram (per name and label set), built once.
+-- observe() on a hot path only adds 1 to the count of the one bucket the
+-- value falls in (h.n, plain numbers); the cumulative le= series are made
+-- from those counts when deltas are collected (collect_histograms).
 local hist_keys = {}
+local pending_hist = {}   -- histograms observed since the last collect
 
 local function histogram(name, l)
   local per = hist_keys[name]
@@ -168,9 +171,10 @@ local function histogram(name, l)
   h.inf = name .. "_bucket{" .. l .. sep .. 'le="+Inf"}'
   h.count = series(name .. "_count", l)
   h.sum = series(name .. "_sum", l)
-  -- every bucket exists from the first observation on (a scrape must see
-  -- the whole cumulative set, including the zero ones)
-  for i = 1, NB do counters[h[i]] = counters[h[i]] or 0 end
+  h.n = {}                -- observations per bucket; [NB + 1]: above the last
+  for i = 1, NB + 1 do h.n[i] = 0 end
+  h.v = 0                 -- sum of the values observed
+  h.pending = false
   per[l] = h
   return h
 end
@@ -178,16 +182,39 @@ end
 function M.observe(name, lbl, v)
   name = full(name)
   local h = histogram(name, labels(lbl))
-  for i = NB, 1, -1 do
-    if v > BUCKETS[i] then break end
-    local key = h[i]
-    counters[key] = (counters[key] or 0) + 1
+  local i = 1
+  while i <= NB and v > BUCKETS[i] do i = i + 1 end
+  local n = h.n
+  n[i] = n[i] + 1
+  h.v = h.v + v
+  if not h.pending then
+    h.pending = true
+    pending_hist[#pending_hist + 1] = h
+    if not types[name] then types[name] = "histogram" end
   end
-  counters[h.inf] = (counters[h.inf] or 0) + 1
-  counters[h.count] = (counters[h.count] or 0) + 1
-  sums[h.sum] = (sums[h.sum] or 0) + v
-  if not types[name] then types[name] = "histogram" end
   dirty = true
+end
+
+-- Moves the observations since the last call into the counters as the
+-- cumulative Prometheus series; every bucket is written, zero ones too (a
+-- scrape must see the whole set).
+local function collect_histograms()
+  for j = 1, #pending_hist do
+    local h = pending_hist[j]
+    local n, cum = h.n, 0
+    for i = 1, NB do
+      cum = cum + n[i]
+      counters[h[i]] = (counters[h[i]] or 0) + cum
+      n[i] = 0
+    end
+    cum = cum + n[NB + 1]
+    n[NB + 1] = 0
+    counters[h.inf] = (counters[h.inf] or 0) + cum
+    counters[h.count] = (counters[h.count] or 0) + cum
+    sums[h.sum] = (sums[h.sum] or 0) + h.v
+    h.v, h.pending = 0, false
+    pending_hist[j] = nil
+  end
 end
 
 function M.set(name, lbl, v)
@@ -205,6 +232,7 @@ end
 function M.flush(redis)
   redis = redis or ctx_redis
   if not dirty or not redis then return true end
+  collect_histograms()
   local c, s, g = counters, sums, gauges
   counters, sums, gauges, dirty = {}, {}, {}, false
   local key, gkey, tkey = queue.metrics(), queue.metrics("gauges"), queue.metrics("types")
@@ -411,6 +439,11 @@ end
 -- For specs: forget local state.
 function M._reset()
   counters, sums, gauges, types, types_sent, dirty = {}, {}, {}, {}, {}, false
+  for _, h in ipairs(pending_hist) do
+    for i = 1, NB + 1 do h.n[i] = 0 end
+    h.v, h.pending = 0, false
+  end
+  pending_hist = {}
 end
 
 return M
