@@ -4,14 +4,16 @@
  * sha256_hex backs linking-key hashing (email_sha256, phone_sha256) and the
  * cache keys that must never hold PII in clear; sha1_hex only names Redis
  * scripts for EVALSHA; random ids back message ids
- * and the _dfdid device cookie, so they come from the OS CSPRNG, not rand().
+ * and the _dfdid device cookie, so they come from a CSPRNG, not rand():
+ * OpenSSL's DRBG (seeded from the OS, one instance per thread), which costs
+ * no system call per id — the collector mints a cookie on every first visit.
  */
 #include "l_core.h"
 
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
 #include <lauxlib.h>
 
 static const char HEX[] = "0123456789abcdef";
@@ -45,13 +47,7 @@ static int l_sha1_hex(lua_State *L) { return digest_hex(L, EVP_sha1(), "sha1"); 
 
 static int fill_random(unsigned char *buf, size_t n)
 {
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = getrandom(buf + got, n - got, 0);
-        if (r < 0) return -1;
-        got += (size_t)r;
-    }
-    return 0;
+    return RAND_bytes(buf, (int)n) == 1 ? 0 : -1;
 }
 
 static int l_random_hex(lua_State *L)
@@ -61,7 +57,7 @@ static int l_random_hex(lua_State *L)
     unsigned char buf[1024];
     char hex[2048];
     if (fill_random(buf, (size_t)n) != 0)
-        return luaL_error(L, "random: getrandom failed");
+        return luaL_error(L, "random: the OpenSSL CSPRNG failed");
     to_hex(buf, (size_t)n, hex);
     lua_pushlstring(L, hex, 2 * (size_t)n);
     return 1;
@@ -72,7 +68,7 @@ static int l_uuid(lua_State *L)
     unsigned char b[16];
     char out[37];
     if (fill_random(b, sizeof b) != 0)
-        return luaL_error(L, "random: getrandom failed");
+        return luaL_error(L, "random: the OpenSSL CSPRNG failed");
     b[6] = (b[6] & 0x0f) | 0x40;   /* version 4 */
     b[8] = (b[8] & 0x3f) | 0x80;   /* RFC 4122 variant */
     snprintf(out, sizeof out,
