@@ -8,7 +8,10 @@ local cjson = require "cjson.safe"
 local H = {}
 
 H.root = os.getenv("SIGNAL_ROOT") or "."
-H.bin = H.root .. "/bin/signal"
+-- SIGNAL_BIN runs the specs on another build (make check-memory: the ASan
+-- engine); then every process a spec stops is checked for sanitizer reports.
+H.bin = os.getenv("SIGNAL_BIN") or (H.root .. "/bin/signal")
+H.sanitized = os.getenv("SIGNAL_BIN") ~= nil
 H.redis_url = os.getenv("SIGNAL_TEST_REDIS") or "redis://127.0.0.1:6399/0"
 H.tmp = os.getenv("SIGNAL_TEST_TMP") or "/tmp/signal-spec"
 os.execute("mkdir -p " .. H.tmp)
@@ -141,6 +144,9 @@ function Proc:stop(timeout_s)
   while self:alive() and core.monotonic() < deadline do core.sleep(20) end
   if self:alive() then self:signal("KILL") end
   while self:alive() do core.sleep(10) end
+  if H.sanitized and self:output():find("Sanitizer", 1, true) then
+    error("sanitizer report from " .. self.log .. ":\n" .. self:output(), 2)
+  end
 end
 
 function Proc:kill()

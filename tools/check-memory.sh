@@ -2,8 +2,8 @@
 # tools/check-memory.sh — `make check-memory`: the C unit tests under
 # valgrind, then the AddressSanitizer/LeakSanitizer build of the engine
 # driven through its primitives (HTTP client, 300 concurrent requests, Redis
-# stall timeouts, Redis reconnect) and as a server under load, stopped with SIGTERM. Any sanitizer
-# report fails the run.
+# stall timeouts, Redis reconnect) and as a server under load, stopped with SIGTERM, then
+# running the HTTP server and collector specs (SIGNAL_BIN). Any sanitizer report fails the run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd); TMP=$(mktemp -d)
@@ -38,6 +38,18 @@ sleep 0.3   # the abandoned stream's handler notices on its next write
 wrk -t1 -c20 -d2s "http://127.0.0.1:$AP/hello" >/dev/null
 kill -TERM $APID; wait $APID
 if grep -q "Sanitizer" "$TMP/serve.log"; then cat "$TMP/serve.log"; fail=1; else echo "ok: serve + SIGTERM"; fi
+
+echo "== ASan engine: HTTP server and collector specs (raw sockets, fast path, group commit)"
+redis-server --port $((P + 3)) --save '' --appendonly no --daemonize yes --dir "$TMP" >/dev/null; sleep 0.2
+if SIGNAL_BIN=$ROOT/build/signal-asan SIGNAL_ROOT=$ROOT SIGNAL_TEST_TMP=$TMP/spec \
+   SIGNAL_TEST_REDIS=redis://127.0.0.1:$((P + 3))/0 \
+   busted -o utfTerminal spec/02-integration/03-http_server_spec.lua spec/02-integration/10-collector_spec.lua \
+   >"$TMP/busted.out" 2>&1; then
+  echo "ok: $(grep -aE '[0-9]+ success' "$TMP/busted.out" | tail -1)"
+else
+  grep -av '^●*$' "$TMP/busted.out" | tail -40; fail=1
+fi
+redis-cli -p $((P + 3)) shutdown nosave >/dev/null 2>&1
 
 [ $fail -eq 0 ] && echo "check-memory: clean" || echo "check-memory: FAILED"
 exit $fail
