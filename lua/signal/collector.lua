@@ -11,17 +11,26 @@
 --
 -- One request costs: one JSON decode, event.normalize and one JSON encode per
 -- event (two in a batch or when the body carries its key: the input message
--- is stored too, minus credentials), and ONE Redis round trip: an EVALSHA of
--- SCRIPT below that, atomically, drops messageIds seen in the last
--- cfg.dedupe_ttl_s, XADDs the rest to signal:{pk}:raw and remembers
--- identify traits for stitching (batches over CHUNK messages: one
--- MULTI/EXEC of several scripts, still one round trip).
+-- is stored too, minus credentials) — or, for a plain single event, one pass
+-- of core.event_json in C — and its storage: messageIds seen in the last
+-- cfg.dedupe_ttl_s are dropped, the rest XADDed to signal:{pk}:raw,
+-- identify traits remembered for stitching. Standalone, and for batches
+-- over CHUNK messages, that is SCRIPT below (one MULTI/EXEC of several
+-- scripts for a big batch, still one round trip); in the engine otherwise,
+-- the group commit below.
 --
--- Group commit: inside the engine, the requests of one pipeline handled in
--- the same event-loop turn share ONE script call (each waits, suspended,
--- for its slice of the answer). A script call costs Redis far more than the
--- commands in it, so under load Redis does a fraction of the work it would
--- with one call per request, and no request waits longer than one turn.
+-- Group commit (inside the engine, requests of up to CHUNK messages): the
+-- requests of one pipeline handled in the same event-loop turn are stored
+-- together, each waiting (suspended) for its slice of the answer. Without a
+-- script: one MGET of their messageIds' seen markers, then one MULTI/EXEC
+-- with an XADD (+ the seen marker, + identity stitching) per new message.
+-- A Redis script costs several times the commands in it (its arguments are
+-- copied into Redis's Lua, whose GC then owns kilobytes per event), so this
+-- is what keeps Redis off the critical path under load. What the script
+-- closes and this leaves open: two copies of one messageId in flight at the
+-- same moment on different workers may both be stored (neither had been
+-- accepted when the other was checked; copies within one batch are caught).
+-- Nothing can be lost: the XADD and its marker commit together or not at all.
 --
 -- Raw stream entry (signal:{pk}:raw, no MAXLEN — see docs/collector.md):
 --   ev  the canonical event JSON (lua/signal/README.md)
@@ -179,42 +188,108 @@ local suspend, wakeup, spawn, running = core.suspend, core.wakeup, core.spawn, c
 local GROUP_MAX_ARGS = 3600          -- under the engine's 4096 arguments per command
 local open_batch = {}                -- pk → the batch still taking requests
 
+local MULTI, EXEC = { "MULTI" }, { "EXEC" }
+
+-- seen_markers(ctx, b, dttl) → dup (message index → true) | nil, err
+local function seen_markers(ctx, b, dttl)
+  local dup = {}
+  if dttl == 0 then return dup end
+  local args, starts, seen = b.args, b.starts, b.keys.seen
+  local mget, idx, in_batch = { "MGET" }, {}, {}
+  for m = 1, b.nmsg do
+    local mid = args[starts[m]]
+    if mid ~= "" then
+      if in_batch[mid] then
+        dup[m] = true
+      else
+        in_batch[mid] = true
+        mget[#mget + 1] = seen .. mid
+        idx[#idx + 1] = m
+      end
+    end
+  end
+  if #idx == 0 then return dup end
+  local vals, err = ctx.redis:call(unpack(mget))
+  if type(vals) ~= "table" then return nil, err or "unexpected MGET reply" end
+  for i = 1, #idx do
+    if vals[i] ~= null and vals[i] ~= nil then dup[idx[i]] = true end
+  end
+  return dup
+end
+
+-- commit_batch(ctx, b, dup, dttl) → true | nil, err: one MULTI/EXEC
+local function commit_batch(ctx, b, dup, dttl)
+  local args, starts, keys = b.args, b.starts, b.keys
+  local cmds = { MULTI }
+  for m = 1, b.nmsg do
+    if not dup[m] then
+      local s = starts[m]
+      local mid, np = args[s], tonumber(args[s + 4])
+      cmds[#cmds + 1] = { "XADD", keys.raw, "*", "ev", args[s + 1], "in", args[s + 2] }
+      if mid ~= "" and dttl > 0 then cmds[#cmds + 1] = { "SET", keys.seen .. mid, "1", "EX", dttl } end
+      if np > 0 then
+        local ikey = keys.id .. args[s + 3]
+        local hset = { "HSET", ikey }
+        for j = 1, np * 2 do hset[j + 2] = args[s + 4 + j] end
+        cmds[#cmds + 1] = hset
+        cmds[#cmds + 1] = { "EXPIRE", ikey, IDENTITY_TTL }
+      end
+    end
+  end
+  if #cmds == 1 then return true end   -- every message was a duplicate
+  cmds[#cmds + 1] = EXEC
+  local replies, err = ctx.redis:pipeline(cmds)
+  if replies == nil then return nil, err end
+  local exec = replies[#cmds]
+  if type(exec) ~= "table" or exec.err then
+    -- EXECABORT (a command refused while queued, e.g. OOM): nothing ran
+    return nil, (type(exec) == "table" and exec.err) or (type(replies[2]) == "table" and replies[2].err)
+      or "MULTI/EXEC failed"
+  end
+  return true
+end
+
 local function send_batch(ctx, pk, b)
   if open_batch[pk] == b then open_batch[pk] = nil end
-  local res, err = STORE:call(ctx.redis, "1", b.keys.raw, ctx.cfg.dedupe_ttl_s or 86400, IDENTITY_TTL,
-                              b.keys.seen, b.keys.id, unpack(b.args, 1, b.nargs))
-  local status = type(res) == "table" and res[3]
-  if type(status) ~= "string" then err = err or "unexpected reply" end
+  local dttl = ctx.cfg.dedupe_ttl_s or 86400
+  local dup, err = seen_markers(ctx, b, dttl)
+  if dup then
+    local ok
+    ok, err = commit_batch(ctx, b, dup, dttl)
+    if not ok then err = err or "MULTI/EXEC failed" end
+  end
   local waiters = b.waiters
   for i = 1, #waiters do
     local w = waiters[i]
     if err then
       w.err = err
     else
-      local added = 0
+      local dups = 0
       for m = w.first, w.last do
-        if byte(status, m) == 49 then added = added + 1 end   -- "1"
+        if dup[m] then dups = dups + 1 end
       end
-      w.added, w.dups = added, w.last - w.first + 1 - added
+      w.added, w.dups = w.last - w.first + 1 - dups, dups
     end
     w.done = true
     wakeup(w.co)
   end
 end
 
--- store_grouped(ctx, pk, keys, args, nargs, n) → added, duplicates | nil, err
-local function store_grouped(ctx, pk, keys, args, nargs, n)
+-- store_grouped(ctx, pk, keys, args, ends, n) → added, duplicates | nil, err
+local function store_grouped(ctx, pk, keys, args, ends, n)
+  local nargs = ends[n]
   local b = open_batch[pk]
   if b == nil or b.nargs + nargs > GROUP_MAX_ARGS then
-    b = { keys = keys, args = {}, nargs = 0, nmsg = 0, waiters = {} }
+    b = { keys = keys, args = {}, starts = {}, nargs = 0, nmsg = 0, waiters = {} }
     open_batch[pk] = b
     spawn(send_batch, ctx, pk, b)
   end
-  local bargs, base = b.args, b.nargs
+  local bargs, base, starts, nmsg = b.args, b.nargs, b.starts, b.nmsg
   for i = 1, nargs do bargs[base + i] = args[i] end
+  for m = 1, n do starts[nmsg + m] = base + (m == 1 and 1 or ends[m - 1] + 1) end
   b.nargs = base + nargs
-  local w = { co = running(), first = b.nmsg + 1, last = b.nmsg + n }
-  b.nmsg = b.nmsg + n
+  local w = { co = running(), first = nmsg + 1, last = nmsg + n }
+  b.nmsg = nmsg + n
   b.waiters[#b.waiters + 1] = w
   repeat suspend() until w.done
   if w.err then return nil, w.err end
@@ -641,7 +716,7 @@ end
 function commit(ctx, req, pipeline, pk, keys, args, ends, n, set_cookie)
   local added, dups
   if IN_ENGINE and n <= M.CHUNK then
-    added, dups = store_grouped(ctx, pk, keys, args, ends[n], n)
+    added, dups = store_grouped(ctx, pk, keys, args, ends, n)
   else
     added, dups = store(ctx, keys, args, ends, n)
   end
