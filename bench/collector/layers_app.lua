@@ -2,7 +2,7 @@
 -- collector's cost into layers, each measured with the same wrk load as
 -- run.sh (1 worker, same body), so the gap to nginx can be attributed:
 --   POST /const    answers a constant: the engine's own per-request cost
---                  (evhttp parse, request table, coroutine, reply)
+--                  (HTTP parse, request table, coroutine, reply)
 --   POST /json     decode + encode the body: nginx's baseline handler, in Signal
 --   POST /redis    /json plus one XADD of the body on the shared async
 --                  connection: adds the Redis round trip
