@@ -4,16 +4,19 @@
  * sha256_hex backs linking-key hashing (email_sha256, phone_sha256) and the
  * cache keys that must never hold PII in clear; sha1_hex only names Redis
  * scripts for EVALSHA; random ids back message ids
- * and the _dfdid device cookie, so they come from a CSPRNG, not rand():
- * OpenSSL's DRBG (seeded from the OS, one instance per thread), which costs
- * no system call per id — the collector mints a cookie on every first visit.
+ * and the _dfdid device cookie, so they come from the OS CSPRNG
+ * (getrandom), not rand(). The collector mints a cookie on every first
+ * visit, and one getrandom() per id (or OpenSSL's RAND_bytes, slower still
+ * per call) was a visible share of a request: each lua_State keeps a 4 KB
+ * pool of OS random bytes (an upvalue, so no C global) and hands every byte
+ * out once.
  */
 #include "l_core.h"
 
 #include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 #include <lauxlib.h>
 
 static const char HEX[] = "0123456789abcdef";
@@ -45,9 +48,36 @@ static int l_sha256_hex(lua_State *L) { return digest_hex(L, EVP_sha256(), "sha2
 /* SHA-1 only names Redis scripts (EVALSHA); never use it for security. */
 static int l_sha1_hex(lua_State *L) { return digest_hex(L, EVP_sha1(), "sha1"); }
 
-static int fill_random(unsigned char *buf, size_t n)
+#define POOL_SIZE 4096
+
+typedef struct {
+    size_t used;                       /* bytes of buf already handed out */
+    unsigned char buf[POOL_SIZE];
+} rand_pool;
+
+static int getrandom_all(unsigned char *buf, size_t n)
 {
-    return RAND_bytes(buf, (int)n) == 1 ? 0 : -1;
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = getrandom(buf + got, n - got, 0);
+        if (r < 0) return -1;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+/* Copies n (<= 1024) fresh random bytes from the pool in upvalue 1. */
+static int fill_random(lua_State *L, unsigned char *out, size_t n)
+{
+    rand_pool *p = lua_touserdata(L, lua_upvalueindex(1));
+    if (POOL_SIZE - p->used < n) {
+        if (getrandom_all(p->buf, POOL_SIZE) != 0) return -1;
+        p->used = 0;
+    }
+    memcpy(out, p->buf + p->used, n);
+    memset(p->buf + p->used, 0, n);    /* handed out: not kept around */
+    p->used += n;
+    return 0;
 }
 
 static int l_random_hex(lua_State *L)
@@ -56,8 +86,8 @@ static int l_random_hex(lua_State *L)
     luaL_argcheck(L, n > 0 && n <= 1024, 1, "byte count must be 1..1024");
     unsigned char buf[1024];
     char hex[2048];
-    if (fill_random(buf, (size_t)n) != 0)
-        return luaL_error(L, "random: the OpenSSL CSPRNG failed");
+    if (fill_random(L, buf, (size_t)n) != 0)
+        return luaL_error(L, "random: getrandom failed");
     to_hex(buf, (size_t)n, hex);
     lua_pushlstring(L, hex, 2 * (size_t)n);
     return 1;
@@ -67,8 +97,8 @@ static int l_uuid(lua_State *L)
 {
     unsigned char b[16];
     char out[37];
-    if (fill_random(b, sizeof b) != 0)
-        return luaL_error(L, "random: the OpenSSL CSPRNG failed");
+    if (fill_random(L, b, sizeof b) != 0)
+        return luaL_error(L, "random: getrandom failed");
     b[6] = (b[6] & 0x0f) | 0x40;   /* version 4 */
     b[8] = (b[8] & 0x3f) | 0x80;   /* RFC 4122 variant */
     snprintf(out, sizeof out,
@@ -84,9 +114,15 @@ void sg_open_crypto(lua_State *L)
     static const luaL_Reg fns[] = {
         { "sha256_hex", l_sha256_hex },
         { "sha1_hex", l_sha1_hex },
-        { "random_hex", l_random_hex },
-        { "uuid", l_uuid },
         { NULL, NULL },
     };
     luaL_register(L, NULL, fns);
+    /* One pool per lua_State, shared by both closures; empty until first use. */
+    rand_pool *p = lua_newuserdata(L, sizeof *p);
+    p->used = POOL_SIZE;
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, l_random_hex, 1);
+    lua_setfield(L, -3, "random_hex");
+    lua_pushcclosure(L, l_uuid, 1);
+    lua_setfield(L, -2, "uuid");
 }
