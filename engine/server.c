@@ -54,6 +54,11 @@
 #define SG_READ_CHUNK         4096           /* least free space per read() */
 #define SG_BUSY_READ_LIMIT    (256 * 1024)   /* buffered ahead while busy */
 #define SG_MAX_STREAM_BACKLOG (4 * 1024 * 1024) /* unsent SSE bytes: client too slow */
+/* Input held for one request at most: headers + body + chunk framing. */
+#define SG_MAX_BUFFERED       (2 * SG_MAX_REQUEST_BODY + SG_MAX_HEADERS_SIZE)
+/* Replies queued for a client that pipelines but does not read: stop
+ * serving its next requests until it does. */
+#define SG_MAX_OUT_BACKLOG    (1024 * 1024)
 
 struct sg_server {
     worker_t *w;
@@ -72,11 +77,12 @@ struct sg_conn {
     sg_conn *prev, *next;
     int fd;                       /* -1 once closed */
     struct event *ev;
-    char *in;                     /* received, not yet consumed */
-    size_t in_len, in_cap;
+    char *in;                     /* received bytes; [in_off, in_len) not yet consumed */
+    size_t in_off, in_len, in_cap;
     char *out;                    /* reply bytes not yet sent */
     size_t out_len, out_off, out_cap;
     time_t last_active;
+    time_t req_start;             /* first byte of an incomplete request, or 0 */
     struct parsed *cur;           /* the request being pushed to Lua */
     size_t consumed;              /* bytes of in the current request took */
     char addr[INET6_ADDRSTRLEN];
@@ -135,6 +141,7 @@ static const char *reason(int status)
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
     case 409: return "Conflict";
     case 411: return "Length Required";
     case 413: return "Payload Too Large";
@@ -429,15 +436,15 @@ static void chunked_copy(const char *p, char *dst)
     }
 }
 
-/* Parses the request at the start of c->in. 1: complete; 0: need more
+/* Parses the request at c->in + c->in_off. 1: complete; 0: need more
  * bytes; -1: refuse it (r->status, r->code, r->message). */
 static int parse_request(sg_conn *c, struct parsed *r)
 {
-    char *buf = c->in;
-    const char *end = buf + c->in_len;
+    char *buf = c->in + c->in_off;
+    const char *end = c->in + c->in_len;
     /* Tolerate the empty lines some clients send between requests. */
     size_t skip = 0;
-    while (skip < c->in_len && (buf[skip] == '\r' || buf[skip] == '\n')) skip++;
+    while (buf + skip < end && (buf[skip] == '\r' || buf[skip] == '\n')) skip++;
     char *p = buf + skip;
 
     /* The header section ends with an empty line. */
@@ -623,7 +630,17 @@ static void conn_close(sg_conn *c)
 static int conn_read(sg_conn *c)
 {
     for (;;) {
-        if (c->busy && c->in_len >= SG_BUSY_READ_LIMIT) { c->read_blocked = 1; return 0; }
+        if (c->in_len - c->in_off >= (c->busy ? SG_BUSY_READ_LIMIT : SG_MAX_BUFFERED)) {
+            c->read_blocked = 1;
+            return 0;
+        }
+        if (c->in_cap - c->in_len < SG_READ_CHUNK && c->in_off > 0) {
+            /* slide the unconsumed bytes down before growing (offsets into
+             * them, like `consumed`, are relative to in_off) */
+            memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+            c->in_len -= c->in_off;
+            c->in_off = 0;
+        }
         if (c->in_cap - c->in_len < SG_READ_CHUNK) {
             size_t cap = c->in_cap ? c->in_cap * 2 : SG_READ_CHUNK * 2;
             while (cap - c->in_len < SG_READ_CHUNK) cap *= 2;
@@ -660,8 +677,14 @@ static void on_conn_event(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     sg_conn *c = arg;
-    if (what & EV_WRITE) {
-        if (c->out_off < c->out_len && conn_flush(c) != 0) return;
+    if ((what & EV_WRITE) && c->out_off < c->out_len) {
+        if (conn_flush(c) != 0) return;   /* closed: c may be gone */
+        /* requests held back while replies were queued (SG_MAX_OUT_BACKLOG);
+         * conn_process may free c, so nothing touches it afterwards */
+        if (!(what & EV_READ)) {
+            if (!c->busy && c->in_len > c->in_off) conn_process(c);
+            return;
+        }
     }
     if (what & EV_READ) {
         if (conn_read(c) != 0) return;
@@ -677,8 +700,10 @@ static void conn_process(sg_conn *c)
     c->processing = 1;
     while (c->fd >= 0 && !c->busy) {
         if (c->consumed) {        /* drop the request just answered */
-            memmove(c->in, c->in + c->consumed, c->in_len - c->consumed);
-            c->in_len -= c->consumed;
+            /* advance, not memmove: a client that pipelines thousands of
+             * requests must not cost a copy of the rest per request */
+            c->in_off += c->consumed;
+            if (c->in_off == c->in_len) c->in_off = c->in_len = 0;
             c->consumed = 0;
             c->continue_sent = 0;
             if (c->in_len == 0 && c->in_cap > 64 * 1024) {   /* after a big body */
@@ -689,7 +714,12 @@ static void conn_process(sg_conn *c)
             if (c->read_blocked && conn_read(c) != 0) break;
         }
         if (c->close_after) break;
-        if (c->in_len == 0) {
+        if (c->out_len - c->out_off > SG_MAX_OUT_BACKLOG) {
+            /* Send before serving more. Only a send that hit EAGAIN may
+             * stop the loop: then the next write edge resumes it. */
+            if (conn_flush(c) != 0 || c->out_len - c->out_off > SG_MAX_OUT_BACKLOG) break;
+        }
+        if (c->in_len == c->in_off) {
             if (c->eof) c->close_after = 1;
             break;
         }
@@ -697,8 +727,14 @@ static void conn_process(sg_conn *c)
         int rc = parse_request(c, &r);
         if (rc == 0) {
             if (c->eof) c->close_after = 1;   /* it will never complete */
+            else if (c->in_len - c->in_off >= SG_MAX_BUFFERED) {
+                error_reply(c, 413, "PAYLOAD_TOO_LARGE", "request framing is over the server's limit", 1);
+                break;
+            }
+            if (!c->req_start) c->req_start = time(NULL);
             break;
         }
+        c->req_start = 0;
         if (rc < 0) {
             error_reply(c, r.status, r.code, r.message, 1);
             break;
@@ -804,9 +840,14 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     sg_conn *c = s->conns;
     while (c) {
         sg_conn *next = c->next;
-        if (c->fd >= 0 && !c->busy && c->out_len == 0 &&
-            (now - c->last_active >= SG_IDLE_TIMEOUT_S || (s->w->stopping && c->in_len == 0)))
+        if (c->fd >= 0 && !c->busy && c->req_start && now - c->req_start >= SG_IDLE_TIMEOUT_S) {
+            /* a request dribbled in too slowly (slowloris): say so, close */
+            error_reply(c, 408, "REQUEST_TIMEOUT", "the request did not arrive within 60 s", 1);
+            if (conn_flush(c) == 0) conn_close(c);   /* -1: closed (and freed) already */
+        } else if (c->fd >= 0 && !c->busy && c->out_len == 0 &&
+                   (now - c->last_active >= SG_IDLE_TIMEOUT_S || (s->w->stopping && c->in_len == c->in_off))) {
             conn_close(c);
+        }
         c = next;
     }
 }
@@ -995,7 +1036,7 @@ void server_reply(sg_conn *c, lua_State *co)
     }
     size_t blen = 0;
     const char *body = lua_tolstring(co, 3, &blen);
-    if (!body) blen = 0;
+    if (!body || status == 204 || status == 304) blen = 0;   /* these never have a body */
     scan_connection_header(c, co, 2);
     start_reply(c, status, 0, blen);
     add_headers(c, co, 2);

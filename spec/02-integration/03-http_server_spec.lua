@@ -81,6 +81,48 @@ describe("HTTP server", function()
     s:close()
   end)
 
+  it("serves 20,000 pipelined requests in one stream, answering every one", function()
+    -- 2.6 MB of replies outgrow the socket buffers and the server's reply backlog:
+    -- it must hold back, resume as the client reads, and lose nothing
+    local s = connect(port)
+    local n = 20000
+    local one = "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+    s:settimeout(0)
+    local data, sent, buf = string.rep(one, n), 0, {}
+    -- read until the server has been silent for 2 s (or 60 s in all)
+    local deadline, idle_since = socket.gettime() + 60, socket.gettime()
+    while socket.gettime() < deadline and socket.gettime() - idle_since < 2 do
+      if sent < #data then
+        local i, _, partial = s:send(data, sent + 1)
+        sent = i or partial or sent
+      end
+      local chunk, _, part = s:receive(65536)
+      chunk = chunk or part
+      if chunk and #chunk > 0 then
+        buf[#buf + 1] = chunk
+        idle_since = socket.gettime()
+      else
+        socket.sleep(0.002)
+      end
+    end
+    local all = table.concat(buf)
+    local _, replies = all:gsub("HTTP/1%.1 200 OK", "")
+    local _, bodies = all:gsub("\r\n\r\nhello", "")
+    assert.equal(n, replies)
+    assert.equal(n, bodies)
+    s:close()
+  end)
+
+  it("sends no body with 204 and keeps the next response framed", function()
+    local s = connect(port)
+    s:send("GET /status?code=204 HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+    local line = s:receive("*l")
+    assert.equal("HTTP/1.1 204 No Content", line)
+    repeat line = s:receive("*l") until line == ""
+    assert.equal("hello", read_response(s).body)
+    s:close()
+  end)
+
   it("reads a request that arrives a few bytes at a time", function()
     local s = connect(port)
     local req = "POST /echo?a=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nX-Thing: one\r\n" ..
