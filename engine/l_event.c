@@ -708,13 +708,14 @@ static int body_key(const char *v, const char *end, const char **s, size_t *n)
 
 /* Upvalues: 1 scratch buffer, 2 core.uuid. Stack: 1 body, 2 ctx, then the
  * ctx fields (CTX_*). */
-enum { CTX_PK = 3, CTX_BASIC, CTX_CID, CTX_IP, CTX_UA, CTX_RECEIVED, CTX_HINT, CTX_SERVER, CTX_SENT };
+enum { CTX_PK = 3, CTX_BASIC, CTX_CID, CTX_IP, CTX_UA, CTX_RECEIVED, CTX_HINT, CTX_SERVER, CTX_SENT,
+       CTX_BUFFER, CTX_COUNT = CTX_BUFFER - CTX_PK + 1 };
 
 static int l_event_json(lua_State *L)
 {
     static const char *const CTX_FIELDS[] = {
         "pipeline_key", "basic_key", "canonical_id", "ip", "user_agent", "received_at",
-        "type_hint", "server_side", "sent_at",
+        "type_hint", "server_side", "sent_at", "buffer",
     };
     size_t blen;
     const char *body = sg_tobytes(L, 1, &blen);   /* a string or a signal.buf */
@@ -722,7 +723,7 @@ static int l_event_json(lua_State *L)
     luaL_checktype(L, 2, LUA_TTABLE);
     lua_settop(L, 2);
     if (blen > MAX_FAST_BODY) goto fallback;
-    for (int i = 0; i < 9; i++) lua_getfield(L, 2, CTX_FIELDS[i]);
+    for (int i = 0; i < CTX_COUNT; i++) lua_getfield(L, 2, CTX_FIELDS[i]);
 
     int bad = 0;
     size_t ctx_pk_len, basic_len, cid_len, hint_len;
@@ -947,7 +948,10 @@ static int l_event_json(lua_State *L)
     putc1(&j.o, '}');
     if (j.o.bad) goto fallback;
 
-    lua_pushlstring(L, sc->buf, j.o.n);
+    /* ctx.buffer: the event as a signal.buf, kept out of LuaJIT's string
+     * table (the collector only hands it to Redis) */
+    if (lua_toboolean(L, CTX_BUFFER)) sg_buf_push(L, sc->buf, j.o.n);
+    else lua_pushlstring(L, sc->buf, j.o.n);
     if (mid_idx) lua_pushvalue(L, mid_idx);
     else lua_pushlstring(L, mid, mid_len);
     lua_pushboolean(L, dedupe);

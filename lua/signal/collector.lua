@@ -481,7 +481,8 @@ local commit
 -- the general path below, where every error message comes from.
 local ONE_END = { 5 }
 -- event_json reads its ctx synchronously: one table serves every request.
-local fast_ctx = {}
+-- buffer: the event comes back as a signal.buf (only Redis reads it).
+local fast_ctx = { buffer = true }
 
 -- fast(ctx, mode, req, src, pk, pipeline, basic) → status, headers, body |
 -- nil, cid, set_cookie when the general path must handle the request

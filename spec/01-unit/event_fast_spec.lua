@@ -338,6 +338,18 @@ describe("core.event_json takes the fast path", function()
     assert.is_nil(ev.messageId)
   end)
 
+  it("returns the same event as a signal.buf when ctx.buffer is set", function()
+    local c = ctx({ type_hint = "track" })
+    local as_string, mid = core.event_json(BENCH, c)
+    c.buffer = true
+    local as_buf, mid2, dedupe = core.event_json(core.buffer(BENCH), c)
+    assert.equal("userdata", type(as_buf))
+    assert.equal(#as_string, #as_buf)
+    assert.equal(as_string, tostring(as_buf))
+    assert.equal(mid, mid2)
+    assert.is_true(dedupe)
+  end)
+
   it("for a datafly.js page event carrying pipelineKey and sentAt", function()
     check(DF_PAGE, DF_CTX, "fast")
     local ev_json, mid, dedupe, key, in_json = core.event_json(DF_PAGE, DF_CTX)
