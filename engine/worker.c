@@ -17,10 +17,9 @@
 #include <lualib.h>
 
 #define REG_WORKER "signal.worker"
-#define REG_TASKS "signal.tasks"
-
 struct task {
     lua_State *co;
+    int ref;                      /* registry reference: anchors co while it runs */
     struct sg_conn *req;   /* NULL for background tasks */
     int is_main;                  /* exec mode: its end ends the run */
     int streaming;                /* a chunked reply was started */
@@ -35,27 +34,78 @@ worker_t *worker_of(lua_State *L)
     return w;
 }
 
-static task_t *task_of(lua_State *L, lua_State *co)
+/* ---- coroutine → task map ---------------------------------------------------
+ * Every resume, suspend, wake-up and Redis call looks its task up; a
+ * registry table keyed by thread cost a string-keyed lookup, a push and a
+ * hash lookup each time. This is a linear-probing table of task pointers
+ * keyed by the lua_State address, at most half full. */
+
+static unsigned tmap_slot(const lua_State *co, unsigned mask)
 {
-    lua_getfield(L, LUA_REGISTRYINDEX, REG_TASKS);
-    lua_pushthread(co);
-    lua_xmove(co, L, 1);
-    lua_rawget(L, -2);
-    task_t *t = lua_touserdata(L, -1);
-    lua_pop(L, 2);
-    return t;
+    uint64_t h = (uint64_t)(uintptr_t)co;
+    h ^= h >> 29;
+    h *= 0x9E3779B97F4A7C15ull;
+    return (unsigned)(h >> 32) & mask;
+}
+
+static task_t *task_of(worker_t *w, const lua_State *co)
+{
+    if (!w->tmap) return NULL;
+    unsigned mask = w->tmap_cap - 1;
+    for (unsigned i = tmap_slot(co, mask);; i = (i + 1) & mask) {
+        task_t *t = w->tmap[i];
+        if (!t || t->co == co) return t;
+    }
+}
+
+static void tmap_insert(task_t **map, unsigned cap, task_t *t)
+{
+    unsigned mask = cap - 1, i = tmap_slot(t->co, mask);
+    while (map[i]) i = (i + 1) & mask;
+    map[i] = t;
+}
+
+static int tmap_put(worker_t *w, task_t *t)
+{
+    if ((unsigned)(w->ntasks + 1) * 2 > w->tmap_cap) {
+        unsigned cap = w->tmap_cap ? w->tmap_cap * 2 : 256;
+        task_t **map = calloc(cap, sizeof *map);
+        if (!map) return -1;
+        for (unsigned i = 0; i < w->tmap_cap; i++)
+            if (w->tmap[i]) tmap_insert(map, cap, w->tmap[i]);
+        free(w->tmap);
+        w->tmap = map;
+        w->tmap_cap = cap;
+    }
+    tmap_insert(w->tmap, w->tmap_cap, t);
+    return 0;
+}
+
+/* Removes t, shifting later entries of its probe run back into the hole. */
+static void tmap_del(worker_t *w, task_t *t)
+{
+    unsigned mask = w->tmap_cap - 1, i = tmap_slot(t->co, mask);
+    while (w->tmap[i] != t) i = (i + 1) & mask;
+    for (unsigned j = (i + 1) & mask; w->tmap[j]; j = (j + 1) & mask) {
+        unsigned k = tmap_slot(w->tmap[j]->co, mask);
+        /* move j into the hole i unless its home slot k lies in (i, j] */
+        if ((j > i && (k <= i || k > j)) || (j < i && (k <= i && k > j))) {
+            w->tmap[i] = w->tmap[j];
+            i = j;
+        }
+    }
+    w->tmap[i] = NULL;
 }
 
 int worker_can_yield(worker_t *w, lua_State *L)
 {
-    (void)w;
-    return L != w->L && task_of(L, L) != NULL;
+    return L != w->L && task_of(w, L) != NULL;
 }
 
 struct sg_conn *worker_request_of(worker_t *w, lua_State *L, int **streaming)
 {
     if (L == w->L) return NULL;
-    task_t *t = task_of(L, L);
+    task_t *t = task_of(w, L);
     if (!t) return NULL;
     if (streaming) *streaming = &t->streaming;
     return t->req;
@@ -85,11 +135,8 @@ static task_t *task_register(worker_t *w, struct sg_conn *req)
     if (!t) { lua_pop(L, 1); return NULL; }
     t->co = co;
     t->req = req;
-    lua_getfield(L, LUA_REGISTRYINDEX, REG_TASKS);
-    lua_pushvalue(L, -2);                 /* the thread is the key: it anchors it */
-    lua_pushlightuserdata(L, t);
-    lua_rawset(L, -3);
-    lua_pop(L, 2);
+    if (tmap_put(w, t) != 0) { free(t); lua_pop(L, 1); return NULL; }
+    t->ref = luaL_ref(L, LUA_REGISTRYINDEX);   /* pops the thread, anchors it */
     w->ntasks++;
     return t;
 }
@@ -111,12 +158,8 @@ static void task_finish(worker_t *w, task_t *t, int rc)
         w->main_task_done = 1;
         for (int i = 0; i < w->engine->nworkers; i++) worker_request_stop(&w->engine->workers[i]);
     }
-    lua_getfield(L, LUA_REGISTRYINDEX, REG_TASKS);
-    lua_pushthread(co);
-    lua_xmove(co, L, 1);
-    lua_pushnil(L);
-    lua_rawset(L, -3);
-    lua_pop(L, 1);
+    tmap_del(w, t);
+    luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
     free(t);
     w->ntasks--;
 }
@@ -126,7 +169,7 @@ static void task_resume(worker_t *w, lua_State *co, int nargs)
 {
     w->yielding = 0;
     int rc = lua_resume(co, nargs);
-    task_t *t = task_of(w->L, co);
+    task_t *t = task_of(w, co);
     if (!t) return;   /* not ours (cannot happen: ops only target tasks) */
     if (rc == LUA_YIELD) {
         if (w->yielding) return;   /* waiting on a primitive */
@@ -159,14 +202,14 @@ static void free_op(sg_op *op) { free(op); }
 
 int worker_suspend(worker_t *w, lua_State *L)
 {
-    task_t *t = task_of(w->L, L);
+    task_t *t = task_of(w, L);
     t->suspended = 1;
     return worker_yield(w, L);
 }
 
 int worker_wakeup(worker_t *w, lua_State *co)
 {
-    task_t *t = task_of(w->L, co);
+    task_t *t = task_of(w, co);
     if (!t || !t->suspended) return -1;   /* not waiting: a wake-up is no-op */
     start_op *op = calloc(1, sizeof *op);
     if (!op) return -1;
@@ -287,8 +330,6 @@ static int boot_lua(worker_t *w)
     /* The worker is findable before any primitive runs (worker_of). */
     lua_pushlightuserdata(L, w);
     lua_setfield(L, LUA_REGISTRYINDEX, REG_WORKER);
-    lua_newtable(L);
-    lua_setfield(L, LUA_REGISTRYINDEX, REG_TASKS);
     sg_prepare_state(L, e->home);
 
     lua_pushcfunction(L, sg_traceback);
@@ -344,6 +385,12 @@ static void worker_cleanup(worker_t *w)
     }
     if (w->L) lua_close(w->L);   /* __gc closes Redis connections */
     w->L = NULL;
+    /* tasks abandoned at the end of the grace period */
+    for (unsigned i = 0; i < w->tmap_cap; i++) free(w->tmap[i]);
+    free(w->tmap);
+    w->tmap = NULL;
+    w->tmap_cap = 0;
+    w->ntasks = 0;
     if (w->inotify_ev) event_free(w->inotify_ev);
     if (w->inotify_debounce) event_free(w->inotify_debounce);
     if (w->inotify_fd >= 0) close(w->inotify_fd);

@@ -79,6 +79,8 @@ struct worker {
     int inotify_fd;
 
     int ntasks;                        /* live coroutines */
+    task_t **tmap;                     /* coroutine → task, open addressing (worker.c) */
+    unsigned tmap_cap;                 /* power of two, 0 before the first task */
     int yielding;                      /* set by worker_yield */
     int main_task_ref;                 /* exec mode: the task whose end ends the run */
     int handler_ref;                   /* request handler returned by start() */
