@@ -284,6 +284,28 @@ static const char *scan_literal(const char *p, const char *e, const char *lit, s
     return p + n;
 }
 
+/* Every object and array walk below shares these two steps. */
+
+/* After a member's key: the ':' and the value's first byte, or NULL. */
+static const char *member_value(const char *p, const char *e)
+{
+    p = ws(p, e);
+    if (p >= e || *p != ':') return NULL;
+    return ws(p + 1, e);
+}
+
+/* After a value inside a container closed by `close`: a ',' → the next
+ * element's start (*more = 1); `close` → just past it (*more = 0); else NULL. */
+static const char *next_element(const char *p, const char *e, char close, int *more)
+{
+    p = ws(p, e);
+    if (p >= e) return NULL;
+    if (*p == close) { *more = 0; return p + 1; }
+    if (*p != ',') return NULL;
+    *more = 1;
+    return ws(p + 1, e);
+}
+
 /* Validates one value inside a container at `depth` (the body's object is
  * depth 1) → its end, or NULL. A container nested deeper than MAX_DEPTH is
  * refused, as decode_max_depth(32) refuses it. */
@@ -299,33 +321,23 @@ static const char *skip_value(const char *p, const char *e, int depth)
         if (depth + 1 > MAX_DEPTH) return NULL;
         p = ws(p + 1, e);
         if (p < e && *p == '}') return p + 1;
-        for (;;) {
+        for (int more = 1; more; ) {
             if (p >= e || *p != '"') return NULL;
             p = scan_string(p + 1, e, &esc);
-            if (!p) return NULL;
-            p = ws(p + 1, e);
-            if (p >= e || *p != ':') return NULL;
-            p = skip_value(ws(p + 1, e), e, depth + 1);
-            if (!p) return NULL;
-            p = ws(p, e);
-            if (p >= e) return NULL;
-            if (*p == '}') return p + 1;
-            if (*p != ',') return NULL;
-            p = ws(p + 1, e);
+            if (!p || !(p = member_value(p + 1, e))) return NULL;
+            p = skip_value(p, e, depth + 1);
+            if (!p || !(p = next_element(p, e, '}', &more))) return NULL;
         }
+        return p;
     case '[':
         if (depth + 1 > MAX_DEPTH) return NULL;
         p = ws(p + 1, e);
         if (p < e && *p == ']') return p + 1;
-        for (;;) {
+        for (int more = 1; more; ) {
             p = skip_value(p, e, depth + 1);
-            if (!p) return NULL;
-            p = ws(p, e);
-            if (p >= e) return NULL;
-            if (*p == ']') return p + 1;
-            if (*p != ',') return NULL;
-            p = ws(p + 1, e);
+            if (!p || !(p = next_element(p, e, ']', &more))) return NULL;
         }
+        return p;
     case 't': return scan_literal(p, e, "true", 4);
     case 'f': return scan_literal(p, e, "false", 5);
     case 'n': return scan_literal(p, e, "null", 4);
@@ -575,26 +587,19 @@ static const char *convert_nested(job_t *j, const char *p)
     putc1(&j->o, '{');
     p = ws(p + 1, e);
     if (p < e && *p == '}') { putc1(&j->o, '}'); return p + 1; }
-    for (;;) {
-        const char *raw, *name;
+    for (int more = 1; more; ) {
+        const char *raw, *name, *v;
         size_t rlen, nlen;
         p = read_key(&ks, p, e, &raw, &rlen, &name, &nlen);
-        if (!p) return NULL;
-        p = ws(p, e);
-        if (p >= e || *p != ':') return NULL;
-        const char *v = ws(p + 1, e);
+        if (!p || !(v = member_value(p, e))) return NULL;
         p = skip_value(v, e, 3);
         if (!p) return NULL;
         put_key(&j->o, &first, name, nlen);
         put(&j->o, v, (size_t)(p - v));
-        p = ws(p, e);
-        if (p >= e) return NULL;
-        if (*p == '}') break;
-        if (*p != ',') return NULL;
-        p = ws(p + 1, e);
+        if (!(p = next_element(p, e, '}', &more))) return NULL;
     }
     putc1(&j->o, '}');
-    return p + 1;
+    return p;
 }
 
 /* event.lua convert_context() plus normalize's context.ip/user_agent rule:
@@ -616,14 +621,11 @@ static const char *convert_context(job_t *j, const char *p)
     } else if (p < e && *p == '}') {
         p++;
     } else {
-        for (;;) {
-            const char *raw, *name;
+        for (int more = 1; more; ) {
+            const char *raw, *name, *v;
             size_t rlen, nlen;
             p = read_key(&ks, p, e, &raw, &rlen, &name, &nlen);
-            if (!p) return NULL;
-            p = ws(p, e);
-            if (p >= e || *p != ':') return NULL;
-            const char *v = ws(p + 1, e);
+            if (!p || !(v = member_value(p, e))) return NULL;
             int emit = 1;
             int f = lookup(CONTEXT_FIELDS, sizeof CONTEXT_FIELDS / sizeof CONTEXT_FIELDS[0], name, nlen);
             if (f == C_TRAITS) {
@@ -646,12 +648,7 @@ static const char *convert_context(job_t *j, const char *p)
                     put(&j->o, v, (size_t)(p - v));
                 }
             }
-            if (!p) return NULL;
-            p = ws(p, e);
-            if (p >= e) return NULL;
-            if (*p == '}') { p++; break; }
-            if (*p != ',') return NULL;
-            p = ws(p + 1, e);
+            if (!p || !(p = next_element(p, e, '}', &more))) return NULL;
         }
     }
     if (j->ip && (!j->server_side || !has_ip)) {
@@ -770,14 +767,11 @@ static int l_event_json(lua_State *L)
     if (p >= e || *p != '{') goto fallback;
     p = ws(p + 1, e);
     if (p < e && *p == '}') goto fallback;      /* {}: no type, no ids */
-    for (;;) {
-        const char *raw, *name, *mstart0 = p;
+    for (int more = 1; more; ) {
+        const char *raw, *name, *v, *mstart0 = p;
         size_t rlen, nlen;
         p = read_key(&ks, p, e, &raw, &rlen, &name, &nlen);
-        if (!p) goto fallback;
-        p = ws(p, e);
-        if (p >= e || *p != ':') goto fallback;
-        const char *v = ws(p + 1, e);
+        if (!p || !(v = member_value(p, e))) goto fallback;
         int cred = credential_key(raw, rlen);
         if (cred) any_cred = 1;
         if (cred == K_PIPELINE_KEY) pk_val = v;
@@ -860,14 +854,9 @@ static int l_event_json(lua_State *L)
         mend[nm] = p;
         mcred[nm] = cred != K_NONE;
         nm++;                           /* read_key bounds it by MAX_KEYS */
-
-        p = ws(p, e);
-        if (p >= e) goto fallback;
-        if (*p == '}') break;
-        if (*p != ',') goto fallback;
-        p = ws(p + 1, e);
+        if (!(p = next_element(p, e, '}', &more))) goto fallback;
     }
-    if (ws(p + 1, e) != e) goto fallback;       /* trailing bytes */
+    if (ws(p, e) != e) goto fallback;           /* trailing bytes */
 
     /* type: the hint fills it and must agree with it */
     if (hint) {
