@@ -61,7 +61,6 @@ local floor = math.floor
 local now, gunzip, null = core.now, core.gunzip, core.null
 local IN_ENGINE = core.in_engine
 local event_json = core.event_json
-local function pipelines_of(ctx) return ctx.pipelines end
 local normalize = event.normalize
 
 local M = {}
@@ -105,7 +104,7 @@ M.SCRIPT = [[
 local raw, dttl, ittl = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
 local seen, idp = ARGV[3], ARGV[4]
 local i, n = 5, #ARGV
-local added, dups, status = 0, 0, {}
+local added, dups = 0, 0
 while i <= n do
   local mid, np = ARGV[i], tonumber(ARGV[i + 4])
   if mid == "" or dttl == 0 or redis.call("SET", seen .. mid, "1", "NX", "EX", dttl) then
@@ -116,14 +115,12 @@ while i <= n do
       redis.call("EXPIRE", ikey, ittl)
     end
     added = added + 1
-    status[#status + 1] = "1"
   else
     dups = dups + 1
-    status[#status + 1] = "0"
   end
   i = i + 5 + np * 2
 end
-return { added, dups, table.concat(status) }
+return { added, dups }
 ]]
 
 -- The engine caps one Redis command at 4096 arguments: a message takes at
@@ -139,6 +136,21 @@ M.SCRIPT_SHA = STORE.sha
 
 local SCRIPT = M.SCRIPT
 local IDENTITY_TTL = identity.IDENTITY_TTL_S
+
+-- transaction(redis, cmds) → EXEC's reply array | nil, err. cmds starts
+-- with MULTI and ends with EXEC; an EXECABORT (a command refused while
+-- queued, e.g. OOM) means nothing ran, and names the first refusal.
+local function transaction(redis, cmds)
+  local replies, err = redis:pipeline(cmds)
+  if replies == nil then return nil, err end
+  local exec = replies[#cmds]
+  if type(exec) ~= "table" or exec.err then
+    local queued = replies[2]
+    return nil, (type(exec) == "table" and exec.err) or (type(queued) == "table" and queued.err)
+      or "MULTI/EXEC failed"
+  end
+  return exec
+end
 
 -- store(ctx, keys, args, ends, n) → added, duplicates | nil, err.
 -- args: every message's script arguments, flat; ends[i]: index of message
@@ -165,13 +177,9 @@ local function store(ctx, keys, args, ends, n)
     first = last + 1
   end
   cmds[#cmds + 1] = { "EXEC" }
-  local replies
-  replies, err = redis:pipeline(cmds)
-  if replies == nil then return nil, err end
-  local exec = replies[#cmds]
-  if type(exec) ~= "table" or exec.err then
-    return nil, exec and exec.err or "MULTI/EXEC failed"
-  end
+  local exec
+  exec, err = transaction(redis, cmds)
+  if exec == nil then return nil, err end
   local added, dups = 0, 0
   for i = 1, #exec do
     local r = exec[i]
@@ -238,14 +246,8 @@ local function commit_batch(ctx, b, dup, dttl)
   end
   if #cmds == 1 then return true end   -- every message was a duplicate
   cmds[#cmds + 1] = EXEC
-  local replies, err = ctx.redis:pipeline(cmds)
-  if replies == nil then return nil, err end
-  local exec = replies[#cmds]
-  if type(exec) ~= "table" or exec.err then
-    -- EXECABORT (a command refused while queued, e.g. OOM): nothing ran
-    return nil, (type(exec) == "table" and exec.err) or (type(replies[2]) == "table" and replies[2].err)
-      or "MULTI/EXEC failed"
-  end
+  local exec, err = transaction(ctx.redis, cmds)
+  if exec == nil then return nil, err end
   return true
 end
 
@@ -253,11 +255,7 @@ local function send_batch(ctx, pk, b)
   if open_batch[pk] == b then open_batch[pk] = nil end
   local dttl = ctx.cfg.dedupe_ttl_s or 86400
   local dup, err = seen_markers(ctx, b, dttl)
-  if dup then
-    local ok
-    ok, err = commit_batch(ctx, b, dup, dttl)
-    if not ok then err = err or "MULTI/EXEC failed" end
-  end
+  if dup then err = select(2, commit_batch(ctx, b, dup, dttl)) end
   local waiters = b.waiters
   for i = 1, #waiters do
     local w = waiters[i]
@@ -498,7 +496,7 @@ local function fast(ctx, mode, req, src, pk, pipeline, basic)
   local ev_json, mid, dedupe, key, in_json = event_json(src, c)
   if ev_json == nil then return nil, cid, set_cookie end
   if not pipeline then
-    pipeline = pipelines_of(ctx)[key]
+    pipeline = ctx.pipelines[key]
     if not pipeline then
       return reject(ctx, req, nil, 1, "invalid_pipeline_key", 401, "INVALID_PIPELINE_KEY",
                     "unknown pipeline key: the key given is not configured on this collector; " .. KEY_HELP)
