@@ -60,6 +60,12 @@
  * serving its next requests until it does. */
 #define SG_MAX_OUT_BACKLOG    (1024 * 1024)
 
+/* Refusals say what to change: they end up in SDK logs and browser consoles. */
+#define MSG_BODY_TOO_LARGE "request body is over the server's limit of 1 MB; send smaller " \
+    "requests (the collector takes 500 KB per request: split the batch)"
+#define MSG_HEADERS_TOO_LARGE "request header section is over 16 KB; send fewer or smaller " \
+    "headers (oversized cookies on the collector's domain are the usual cause)"
+
 struct sg_server {
     worker_t *w;
     int fd;
@@ -391,7 +397,7 @@ static int chunked_scan(const char *p, const char *end, size_t *blen, size_t *sp
             else if (ch >= 'a' && ch <= 'f') v = ch - 'a' + 10;
             else if (ch >= 'A' && ch <= 'F') v = ch - 'A' + 10;
             else break;
-            if (size > SG_MAX_REQUEST_BODY) return parse_fail(r, 413, "PAYLOAD_TOO_LARGE", "request body is over the server's limit of 1 MB");
+            if (size > SG_MAX_REQUEST_BODY) return parse_fail(r, 413, "PAYLOAD_TOO_LARGE", MSG_BODY_TOO_LARGE);
             size = size * 16 + (size_t)v;
             digits++;
             q++;
@@ -413,7 +419,7 @@ static int chunked_scan(const char *p, const char *end, size_t *blen, size_t *sp
         }
         total += size;
         if (total > SG_MAX_REQUEST_BODY)
-            return parse_fail(r, 413, "PAYLOAD_TOO_LARGE", "request body is over the server's limit of 1 MB");
+            return parse_fail(r, 413, "PAYLOAD_TOO_LARGE", MSG_BODY_TOO_LARGE);
         if ((size_t)(end - s) < size + 1) return 0;
         s += size;
         if (*s == '\r') { if (end - s < 2) return 0; s++; }
@@ -459,11 +465,11 @@ static int parse_request(sg_conn *c, struct parsed *r)
     }
     if (!hend) {
         if ((size_t)(end - p) > SG_MAX_HEADERS_SIZE)
-            return parse_fail(r, 431, "HEADERS_TOO_LARGE", "request header section is over 16 KB");
+            return parse_fail(r, 431, "HEADERS_TOO_LARGE", MSG_HEADERS_TOO_LARGE);
         return 0;
     }
     if ((size_t)(hend - p) > SG_MAX_HEADERS_SIZE)
-        return parse_fail(r, 431, "HEADERS_TOO_LARGE", "request header section is over 16 KB");
+        return parse_fail(r, 431, "HEADERS_TOO_LARGE", MSG_HEADERS_TOO_LARGE);
 
     /* Request line: METHOD SP target SP HTTP/1.x */
     char *nl = memchr(p, '\n', (size_t)(hend - p));
@@ -510,7 +516,7 @@ static int parse_request(sg_conn *c, struct parsed *r)
         while (v < ve && (*v == ' ' || *v == '\t')) v++;
         while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
         if (r->nh == SG_MAX_HEADERS)
-            return parse_fail(r, 431, "HEADERS_TOO_LARGE", "more than 100 request header lines");
+            return parse_fail(r, 431, "HEADERS_TOO_LARGE", "more than 100 request header lines; send fewer headers");
         header_t *h = &r->h[r->nh++];
         h->name = line;
         h->nlen = (size_t)(colon - line);
@@ -548,7 +554,7 @@ static int parse_request(sg_conn *c, struct parsed *r)
     if (te) {
         if (cl) return parse_fail(r, 400, "BAD_REQUEST", "both Content-Length and Transfer-Encoding are set");
         if (!token_eq(te, tel, "chunked"))
-            return parse_fail(r, 501, "NOT_IMPLEMENTED", "only the chunked Transfer-Encoding is supported");
+            return parse_fail(r, 501, "NOT_IMPLEMENTED", "only the chunked Transfer-Encoding is supported; send Content-Length or chunked");
         size_t blen = 0, span = 0;
         int rc = chunked_scan(hend, end, &blen, &span, r);
         if (rc <= 0) {
@@ -577,7 +583,7 @@ static int parse_request(sg_conn *c, struct parsed *r)
             n = n * 10 + (size_t)(cl[i] - '0');
         }
         if (n > SG_MAX_REQUEST_BODY)
-            return parse_fail(r, 413, "PAYLOAD_TOO_LARGE", "request body is over the server's limit of 1 MB");
+            return parse_fail(r, 413, "PAYLOAD_TOO_LARGE", MSG_BODY_TOO_LARGE);
         if (have < n) {
             if (expect_continue && !c->continue_sent && r->minor == 1) {
                 c->continue_sent = 1;
@@ -728,7 +734,7 @@ static void conn_process(sg_conn *c)
         if (rc == 0) {
             if (c->eof) c->close_after = 1;   /* it will never complete */
             else if (c->in_len - c->in_off >= SG_MAX_BUFFERED) {
-                error_reply(c, 413, "PAYLOAD_TOO_LARGE", "request framing is over the server's limit", 1);
+                error_reply(c, 413, "PAYLOAD_TOO_LARGE", "request framing is over the server's limit of 2 MB; send the body with Content-Length or larger chunks", 1);
                 break;
             }
             if (!c->req_start) c->req_start = time(NULL);
@@ -744,7 +750,7 @@ static void conn_process(sg_conn *c)
         c->consumed = r.total;
         if (!c->keep_alive) c->close_after = 1;
         if (!method_allowed(r.method, r.mlen)) {
-            error_reply(c, 405, "METHOD_NOT_ALLOWED", "method not allowed", 1);
+            error_reply(c, 405, "METHOD_NOT_ALLOWED", "method not allowed; the server takes GET, POST, HEAD, PUT, DELETE, OPTIONS and PATCH", 1);
             free(r.body_owned);
             break;
         }
