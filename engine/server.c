@@ -252,7 +252,9 @@ static void start_reply(sg_conn *c, int status, int chunked, size_t blen)
         OUT_LIT(c, "\r\nConnection: keep-alive");
     }
     if (chunked) {
-        OUT_LIT(c, "\r\nTransfer-Encoding: chunked\r\n");
+        /* HTTP/1.0 has no chunked framing: the close ends the stream */
+        if (c->http10) OUT_LIT(c, "\r\n");
+        else OUT_LIT(c, "\r\nTransfer-Encoding: chunked\r\n");
     } else {
         OUT_LIT(c, "\r\nContent-Length: ");
         out_uint(c, blen);
@@ -344,12 +346,6 @@ static int is_tchar(unsigned char ch)
            (ch && strchr("!#$%&'*+-.^_`|~", ch));
 }
 
-static const char *find_line_end(const char *p, const char *end)
-{
-    const char *nl = memchr(p, '\n', (size_t)(end - p));
-    return nl;
-}
-
 static int parse_fail(struct parsed *r, int status, const char *code, const char *message)
 {
     r->status = status;
@@ -386,7 +382,7 @@ static int chunked_scan(const char *p, const char *end, size_t *blen, size_t *sp
     const char *s = p;
     size_t total = 0;
     for (;;) {
-        const char *nl = find_line_end(s, end);
+        const char *nl = memchr(s, '\n', (size_t)(end - s));
         if (!nl) return (end - s > 1024) ? parse_fail(r, 400, "BAD_REQUEST", "malformed chunk size line") : 0;
         size_t size = 0;
         const char *q = s;
@@ -407,7 +403,7 @@ static int chunked_scan(const char *p, const char *end, size_t *blen, size_t *sp
         s = nl + 1;
         if (size == 0) {          /* trailers until an empty line */
             for (;;) {
-                nl = find_line_end(s, end);
+                nl = memchr(s, '\n', (size_t)(end - s));
                 if (!nl) return 0;
                 int empty = (nl == s) || (nl == s + 1 && *s == '\r');
                 s = nl + 1;
@@ -1056,14 +1052,7 @@ int server_stream_start(sg_conn *c, lua_State *L, int status, int hidx)
     if (c->fd < 0) return -1;
     scan_connection_header(c, L, hidx);
     if (c->http10) c->close_after = 1;   /* no chunked in 1.0: the close ends it */
-    char line[64];
-    int n = snprintf(line, sizeof line, "HTTP/1.%d %d %s\r\n", c->http10 ? 0 : 1, status, reason(status));
-    out_add(c, line, (size_t)n);
-    OUT_LIT(c, "Date: ");
-    out_str(c, http_date(c->srv));
-    OUT_LIT(c, "\r\n");
-    if (c->close_after) OUT_LIT(c, "Connection: close\r\n");
-    if (!c->http10) OUT_LIT(c, "Transfer-Encoding: chunked\r\n");
+    start_reply(c, status, 1, 0);
     add_headers(c, L, hidx);
     OUT_LIT(c, "\r\n");
     c->streaming = 1;
