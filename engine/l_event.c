@@ -19,13 +19,21 @@
  * accepting, produce what it produces. Every rule below cites the Lua it
  * mirrors (lua/signal/event.lua, lua/signal/collector.lua).
  *
+ * The conversion itself is plain C, sg_event_convert() (declared in
+ * l_core.h), so that engine/ingest.c, the collector's C lane, can run it
+ * without any lua_State; core.event_json is a thin wrapper over it that
+ * reads ctx, supplies core.uuid as the id maker and pushes the results.
+ * sg_event_convert declining (0) is core.event_json's nil.
+ *
  * Values that normalize does not convert (properties, context.consent, …)
  * are validated and copied as raw byte ranges: JSON-equal to cjson's
  * re-encoding, without building them.
  *
- * Memory: the output is written into a scratch buffer kept per lua_State (an
- * upvalue userdata, freed by its __gc), so a call allocates nothing but the
- * strings it returns, and a Lua error (core.uuid failing) cannot leak it.
+ * Memory: the output is written into a caller-owned scratch buffer
+ * (sg_scratch), grown as needed and reused from call to call. core.event_json
+ * keeps one per lua_State (an upvalue userdata, freed by its __gc), so a call
+ * allocates nothing but the strings it returns, and a Lua error (core.uuid
+ * failing) cannot leak it.
  */
 #include "l_core.h"
 
@@ -48,20 +56,16 @@
 
 /* ---- output buffer ------------------------------------------------------- */
 
+/* sg_scratch (l_core.h): the buffer the output is written into. */
 typedef struct {
-    char *buf;
-    size_t cap;
-} scratch_t;
-
-typedef struct {
-    scratch_t *sc;
+    sg_scratch *sc;
     size_t n;
     int bad;        /* allocation failed: the result is dropped (→ nil) */
 } out_t;
 
 static int scratch_gc(lua_State *L)
 {
-    scratch_t *sc = lua_touserdata(L, 1);
+    sg_scratch *sc = lua_touserdata(L, 1);
     free(sc->buf);
     sc->buf = NULL;
     sc->cap = 0;
@@ -703,50 +707,36 @@ static int body_key(const char *v, const char *end, const char **s, size_t *n)
     return *n > 0 ? 1 : 0;
 }
 
-/* Upvalues: 1 scratch buffer, 2 core.uuid. Stack: 1 body, 2 ctx, then the
- * ctx fields (CTX_*). */
-enum { CTX_PK = 3, CTX_BASIC, CTX_CID, CTX_IP, CTX_UA, CTX_RECEIVED, CTX_HINT, CTX_SERVER, CTX_SENT,
-       CTX_BUFFER, CTX_COUNT = CTX_BUFFER - CTX_PK + 1 };
-
-static int l_event_json(lua_State *L)
+/* The conversion (l_core.h). Every `return 0` below is a decline: the
+ * caller runs the Lua path. The scratch holds the event JSON at [0, ev_len)
+ * and, when the body has credential members, the input JSON right after it;
+ * a realloc while writing either may move the buffer, so res's pointers are
+ * taken from offsets at the very end. */
+int sg_event_convert(sg_scratch *sc, const char *body, size_t blen,
+                     const sg_event_ctx *ctx, sg_event_result *res)
 {
-    static const char *const CTX_FIELDS[] = {
-        "pipeline_key", "basic_key", "canonical_id", "ip", "user_agent", "received_at",
-        "type_hint", "server_side", "sent_at", "buffer",
-    };
-    size_t blen;
-    const char *body = sg_tobytes(L, 1, &blen);   /* a string or a signal.buf */
-    if (!body) return luaL_argerror(L, 1, "string or buffer expected");
-    luaL_checktype(L, 2, LUA_TTABLE);
-    lua_settop(L, 2);
-    if (blen > MAX_FAST_BODY) goto fallback;
-    for (int i = 0; i < CTX_COUNT; i++) lua_getfield(L, 2, CTX_FIELDS[i]);
-
-    int bad = 0;
-    size_t ctx_pk_len, basic_len, cid_len, hint_len;
-    const char *ctx_pk = ctx_string(L, CTX_PK, &ctx_pk_len, &bad);
-    const char *basic = ctx_string(L, CTX_BASIC, &basic_len, &bad);
-    const char *cid = ctx_string(L, CTX_CID, &cid_len, &bad);
-    const char *hint = ctx_string(L, CTX_HINT, &hint_len, &bad);
-    job_t j;
-    j.ip = ctx_string(L, CTX_IP, &j.ip_len, &bad);
-    j.ua = ctx_string(L, CTX_UA, &j.ua_len, &bad);
-    j.server_side = lua_toboolean(L, CTX_SERVER);
+    /* over this the scratch would grow without bound: the Lua path */
+    if (blen > MAX_FAST_BODY) return 0;
     char received[24];
-    /* received_at must be a number here (normalize also takes an ISO
-     * string or nil = now); ctx.sent_at only comes with batches */
-    if (bad || lua_type(L, CTX_RECEIVED) != LUA_TNUMBER || !lua_isnil(L, CTX_SENT) ||
-        !format_iso8601(lua_tonumber(L, CTX_RECEIVED), received))
-        goto fallback;
+    if (!format_iso8601(ctx->received_at, received)) return 0;
 
-    scratch_t *sc = lua_touserdata(L, lua_upvalueindex(1));
+    const char *cid = ctx->canonical_id, *hint = ctx->type_hint;
+    size_t cid_len = ctx->canonical_id_len, hint_len = ctx->type_hint_len;
+    job_t j;
+    j.ip = ctx->ip;
+    j.ip_len = ctx->ip_len;
+    j.ua = ctx->user_agent;
+    j.ua_len = ctx->user_agent_len;
+    j.server_side = ctx->server_side;
     j.e = body + blen;
     j.o.sc = sc;
     j.o.n = 0;
     j.o.bad = 0;
     /* Enough for every case but huge ctx strings: body bytes are copied at
-     * most once, and converted keys at most double (see snake()). */
-    out_reserve(&j.o, 2 * blen + 6 * (ctx_pk_len + basic_len + cid_len + j.ip_len + j.ua_len) + 256);
+     * most once into the event, converted keys at most double (see snake()),
+     * and at most once more into the input JSON. */
+    out_reserve(&j.o, 3 * blen + 6 * (ctx->pipeline_key_len + ctx->basic_key_len + cid_len +
+                                      j.ip_len + j.ua_len) + 256);
 
     const char *e = j.e;
     keyset_t ks;
@@ -764,29 +754,29 @@ static int l_event_json(lua_State *L)
 
     putc1(&j.o, '{');
     const char *p = ws(body, e);
-    if (p >= e || *p != '{') goto fallback;
+    if (p >= e || *p != '{') return 0;
     p = ws(p + 1, e);
-    if (p < e && *p == '}') goto fallback;      /* {}: no type, no ids */
+    if (p < e && *p == '}') return 0;          /* {}: no type, no ids */
     for (int more = 1; more; ) {
         const char *raw, *name, *v, *mstart0 = p;
         size_t rlen, nlen;
         p = read_key(&ks, p, e, &raw, &rlen, &name, &nlen);
-        if (!p || !(v = member_value(p, e))) goto fallback;
+        if (!p || !(v = member_value(p, e))) return 0;
         int cred = credential_key(raw, rlen);
         if (cred) any_cred = 1;
         if (cred == K_PIPELINE_KEY) pk_val = v;
         else if (cred == K_WRITE_KEY) wk_val = v;
         int f = lookup(TOP_FIELDS, sizeof TOP_FIELDS / sizeof TOP_FIELDS[0], name, nlen);
-        if (f == F_REFUSE) goto fallback;
+        if (f == F_REFUSE) return 0;
 
         if (f == F_CONTEXT && v < e && *v == '{') {
             has_context = 1;
             put_key(&j.o, &first, "context", 7);
             p = convert_context(&j, v);
-            if (!p) goto fallback;
+            if (!p) return 0;
         } else {
             p = skip_value(v, e, 1);
-            if (!p) goto fallback;
+            if (!p) return 0;
             size_t vlen = (size_t)(p - v);
             const char *s = NULL;
             size_t sn = 0;
@@ -796,14 +786,14 @@ static int l_event_json(lua_State *L)
                 int emit = 1;
                 switch (f) {
                 case F_CONTEXT:
-                    goto fallback;      /* "context: must be an object" (or an array) */
+                    return 0;          /* "context: must be an object" (or an array) */
                 case F_TYPE:
-                    if (!plain_string(v, p, &s, &sn) || !(type = fast_type(s, sn))) goto fallback;
+                    if (!plain_string(v, p, &s, &sn) || !(type = fast_type(s, sn))) return 0;
                     break;
                 case F_EVENT:
                     /* any value for page/screen; track checks the text below */
                     if (*v == '"') {
-                        if (!plain_string(v, p, &s, &sn)) goto fallback;
+                        if (!plain_string(v, p, &s, &sn)) return 0;
                         /* find(e, "%S"): other whitespace bytes are raw
                          * control characters, refused by the scan */
                         for (size_t i = 0; i < sn; i++)
@@ -811,12 +801,12 @@ static int l_event_json(lua_State *L)
                     }
                     break;
                 case F_NAME:
-                    if (!plain_string(v, p, &s, &sn)) goto fallback;
+                    if (!plain_string(v, p, &s, &sn)) return 0;
                     break;
                 case F_USER_ID: case F_ANONYMOUS_ID: case F_GROUP_ID: case F_PREVIOUS_ID:
                 case F_CANONICAL_ID:
                     /* ids: strings ("" = absent); numbers are the Lua path's */
-                    if (!plain_string(v, p, &s, &sn)) goto fallback;
+                    if (!plain_string(v, p, &s, &sn)) return 0;
                     if (sn == 0) emit = 0;
                     if (f == F_USER_ID) has_user = sn > 0;
                     else if (f == F_ANONYMOUS_ID) has_anon = sn > 0;
@@ -826,7 +816,7 @@ static int l_event_json(lua_State *L)
                     }
                     break;
                 case F_MESSAGE_ID:
-                    if (!plain_string(v, p, &mid, &mid_len)) goto fallback;
+                    if (!plain_string(v, p, &mid, &mid_len)) return 0;
                     /* collector.lua client_message_id(): only these two
                      * spellings make the id the client's */
                     dedupe = mid_len > 0 && (NAME_IS(raw, rlen, "messageId") ||
@@ -834,12 +824,12 @@ static int l_event_json(lua_State *L)
                     emit = 0;                           /* written last */
                     break;
                 case F_TIMESTAMP: case F_SENT_AT: case F_ORIGINAL_TIMESTAMP:
-                    if (!plain_string(v, p, &s, &sn) || !valid_iso8601(s, sn)) goto fallback;
+                    if (!plain_string(v, p, &s, &sn) || !valid_iso8601(s, sn)) return 0;
                     if (f == F_TIMESTAMP) has_timestamp = 1;
                     else if (f == F_ORIGINAL_TIMESTAMP) has_original = 1;
                     break;
                 case F_PROPERTIES:
-                    if (*v != '{') goto fallback;     /* an array passes normalize: rare */
+                    if (*v != '{') return 0;         /* an array passes normalize: rare */
                     break;
                 default:
                     break;
@@ -854,14 +844,14 @@ static int l_event_json(lua_State *L)
         mend[nm] = p;
         mcred[nm] = cred != K_NONE;
         nm++;                           /* read_key bounds it by MAX_KEYS */
-        if (!(p = next_element(p, e, '}', &more))) goto fallback;
+        if (!(p = next_element(p, e, '}', &more))) return 0;
     }
-    if (ws(p, e) != e) goto fallback;           /* trailing bytes */
+    if (ws(p, e) != e) return 0;               /* trailing bytes */
 
     /* type: the hint fills it and must agree with it */
     if (hint) {
         int ht = fast_type(hint, hint_len);
-        if (!ht || (type && type != ht)) goto fallback;
+        if (!ht || (type && type != ht)) return 0;
         if (!type) {
             type = ht;
             put_key(&j.o, &first, "type", 4);
@@ -870,15 +860,15 @@ static int l_event_json(lua_State *L)
             putc1(&j.o, '"');
         }
     }
-    if (!type) goto fallback;
-    if (type == 1 && !has_event_text) goto fallback;
+    if (!type) return 0;
+    if (type == 1 && !has_event_text) return 0;
     int has_cid = cid ? cid_len > 0 : has_body_cid;
-    if (!has_user && !has_anon && !has_cid) goto fallback;
+    if (!has_user && !has_anon && !has_cid) return 0;
 
     /* timestamp: as sent, else received_at. The originalTimestamp skew
      * correction is left to the Lua path. */
     if (!has_timestamp) {
-        if (has_original) goto fallback;
+        if (has_original) return 0;
         put_key(&j.o, &first, "timestamp", 9);
         putc1(&j.o, '"');
         put(&j.o, received, 24);
@@ -897,20 +887,22 @@ static int l_event_json(lua_State *L)
      * body writeKey, Basic username */
     const char *key = NULL;
     size_t key_len = 0;
-    int key_idx = 0;            /* stack index when it is a ctx string */
-    if (ctx_pk && ctx_pk_len > 0) {
-        key = ctx_pk; key_len = ctx_pk_len; key_idx = CTX_PK;
+    int key_from_ctx = 0;
+    if (ctx->pipeline_key && ctx->pipeline_key_len > 0) {
+        key = ctx->pipeline_key; key_len = ctx->pipeline_key_len; key_from_ctx = 1;
     } else {
         int r = body_key(pk_val, e, &key, &key_len);
         if (r == 0) r = body_key(wk_val, e, &key, &key_len);
-        if (r < 0) goto fallback;
+        if (r < 0) return 0;
         if (r == 0) {
-            if (!basic || basic_len == 0) goto fallback;      /* 401 is the Lua path's */
-            key = basic; key_len = basic_len; key_idx = CTX_BASIC;
+            if (!ctx->basic_key || ctx->basic_key_len == 0) return 0;   /* 401 is the Lua path's */
+            key = ctx->basic_key; key_len = ctx->basic_key_len; key_from_ctx = 1;
         }
     }
+    /* a ctx key may hold anything; a body key is a plain string (body_key),
+     * already valid JSON between its quotes */
     put_key(&j.o, &first, "pipeline_key", 12);
-    if (key_idx) put_json_string(&j.o, key, key_len);
+    if (key_from_ctx) put_json_string(&j.o, key, key_len);
     else { putc1(&j.o, '"'); put(&j.o, key, key_len); putc1(&j.o, '"'); }
 
     if (!has_context) {
@@ -921,38 +913,24 @@ static int l_event_json(lua_State *L)
     /* message_id goes LAST: LuaJIT hashes a long string from a few sampled
      * bytes (start, middle, end); events differ mostly in their ids, so a
      * high-entropy tail keeps near-identical event strings out of one hash
-     * chain when they are interned. */
-    int mid_idx = 0;
+     * chain when they are interned. The id maker runs only now, once every
+     * other reason to decline is ruled out (core.uuid may raise). */
     if (!mid || mid_len == 0) {
-        lua_pushvalue(L, lua_upvalueindex(2));
-        lua_call(L, 0, 1);                  /* core.uuid(): may raise; nothing to leak */
-        mid = lua_tolstring(L, -1, &mid_len);
-        if (!mid) goto fallback;
-        mid_idx = lua_gettop(L);
+        if (!ctx->new_id || ctx->new_id(ctx->new_id_ud, res->id_buf) != 0) return 0;
+        mid = res->id_buf;
+        mid_len = sizeof res->id_buf;
     }
     put_key(&j.o, &first, "message_id", 10);
     putc1(&j.o, '"');
     put(&j.o, mid, mid_len);
     putc1(&j.o, '"');
     putc1(&j.o, '}');
-    if (j.o.bad) goto fallback;
-
-    /* ctx.buffer: the event as a signal.buf, kept out of LuaJIT's string
-     * table (the collector only hands it to Redis) */
-    if (lua_toboolean(L, CTX_BUFFER)) sg_buf_push(L, sc->buf, j.o.n);
-    else lua_pushlstring(L, sc->buf, j.o.n);
-    if (mid_idx) lua_pushvalue(L, mid_idx);
-    else lua_pushlstring(L, mid, mid_len);
-    lua_pushboolean(L, dedupe);
-    if (key_idx) lua_pushvalue(L, key_idx);
-    else lua_pushlstring(L, key, key_len);
+    size_t ev_len = j.o.n;
 
     /* in_json: collector.lua input_json() stores the message minus its
-     * credential members; without any, the caller stores the body. */
-    if (!any_cred) {
-        lua_pushnil(L);
-    } else {
-        j.o.n = 0;
+     * credential members; without any, the caller stores the body. Written
+     * after the event, which must stay valid too. */
+    if (any_cred) {
         int firstm = 1;
         putc1(&j.o, '{');
         for (int i = 0; i < nm; i++) {
@@ -962,9 +940,102 @@ static int l_event_json(lua_State *L)
             put(&j.o, mstart[i], (size_t)(mend[i] - mstart[i]));
         }
         putc1(&j.o, '}');
-        if (j.o.bad) goto fallback;
-        lua_pushlstring(L, sc->buf, j.o.n);
     }
+    if (j.o.bad) return 0;
+
+    res->ev = sc->buf;
+    res->ev_len = ev_len;
+    res->in = any_cred ? sc->buf + ev_len : NULL;
+    res->in_len = any_cred ? j.o.n - ev_len : 0;
+    res->message_id = mid;
+    res->message_id_len = mid_len;
+    res->dedupe = dedupe;
+    res->key = key;
+    res->key_len = key_len;
+    res->key_from_ctx = key_from_ctx;
+    return 1;
+}
+
+/* ---- core.event_json ------------------------------------------------------- */
+
+/* sg_event_ctx.new_id for the Lua binding: core.uuid (upvalue 2 of the
+ * running core.event_json), left on the stack at *idx so the wrapper returns
+ * that very string. A raise propagates through sg_event_convert, which holds
+ * nothing to free. */
+typedef struct {
+    lua_State *L;
+    int idx;
+} lua_new_id_t;
+
+static int lua_new_id(void *ud, char out[36])
+{
+    lua_new_id_t *u = ud;
+    lua_State *L = u->L;
+    lua_pushvalue(L, lua_upvalueindex(2));
+    lua_call(L, 0, 1);
+    size_t n;
+    const char *s = lua_tolstring(L, -1, &n);
+    if (!s || n != 36) return -1;
+    memcpy(out, s, 36);
+    u->idx = lua_gettop(L);
+    return 0;
+}
+
+/* Upvalues: 1 scratch buffer (sg_scratch), 2 core.uuid. Stack: 1 body,
+ * 2 ctx, then the ctx fields (CTX_*). */
+enum { CTX_PK = 3, CTX_BASIC, CTX_CID, CTX_IP, CTX_UA, CTX_RECEIVED, CTX_HINT, CTX_SERVER, CTX_SENT,
+       CTX_BUFFER, CTX_COUNT = CTX_BUFFER - CTX_PK + 1 };
+
+static int l_event_json(lua_State *L)
+{
+    static const char *const CTX_FIELDS[] = {
+        "pipeline_key", "basic_key", "canonical_id", "ip", "user_agent", "received_at",
+        "type_hint", "server_side", "sent_at", "buffer",
+    };
+    size_t blen;
+    const char *body = sg_tobytes(L, 1, &blen);   /* a string or a signal.buf */
+    if (!body) return luaL_argerror(L, 1, "string or buffer expected");
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    /* sg_event_convert refuses it too; checked first so that ctx is not
+     * read (no __index runs) for a body that cannot pass */
+    if (blen > MAX_FAST_BODY) goto fallback;
+    for (int i = 0; i < CTX_COUNT; i++) lua_getfield(L, 2, CTX_FIELDS[i]);
+
+    int bad = 0;
+    sg_event_ctx c;
+    c.pipeline_key = ctx_string(L, CTX_PK, &c.pipeline_key_len, &bad);
+    c.basic_key = ctx_string(L, CTX_BASIC, &c.basic_key_len, &bad);
+    c.canonical_id = ctx_string(L, CTX_CID, &c.canonical_id_len, &bad);
+    c.ip = ctx_string(L, CTX_IP, &c.ip_len, &bad);
+    c.user_agent = ctx_string(L, CTX_UA, &c.user_agent_len, &bad);
+    c.type_hint = ctx_string(L, CTX_HINT, &c.type_hint_len, &bad);
+    c.server_side = lua_toboolean(L, CTX_SERVER);
+    /* received_at must be a number here (normalize also takes an ISO
+     * string or nil = now); ctx.sent_at only comes with batches */
+    if (bad || lua_type(L, CTX_RECEIVED) != LUA_TNUMBER || !lua_isnil(L, CTX_SENT))
+        goto fallback;
+    c.received_at = lua_tonumber(L, CTX_RECEIVED);
+    lua_new_id_t idu = { L, 0 };
+    c.new_id = lua_new_id;
+    c.new_id_ud = &idu;
+
+    sg_scratch *sc = lua_touserdata(L, lua_upvalueindex(1));
+    sg_event_result r;
+    if (!sg_event_convert(sc, body, blen, &c, &r)) goto fallback;
+
+    /* ctx.buffer: the event as a signal.buf, kept out of LuaJIT's string
+     * table (the collector only hands it to Redis) */
+    if (lua_toboolean(L, CTX_BUFFER)) sg_buf_push(L, r.ev, r.ev_len);
+    else lua_pushlstring(L, r.ev, r.ev_len);
+    /* the ctx and core.uuid strings are returned as themselves */
+    if (idu.idx) lua_pushvalue(L, idu.idx);
+    else lua_pushlstring(L, r.message_id, r.message_id_len);
+    lua_pushboolean(L, r.dedupe);
+    if (r.key_from_ctx) lua_pushvalue(L, r.key == c.pipeline_key ? CTX_PK : CTX_BASIC);
+    else lua_pushlstring(L, r.key, r.key_len);
+    if (r.in) lua_pushlstring(L, r.in, r.in_len);
+    else lua_pushnil(L);
     return 5;
 
 fallback:
@@ -974,7 +1045,7 @@ fallback:
 
 void sg_open_event(lua_State *L)
 {
-    scratch_t *sc = lua_newuserdata(L, sizeof *sc);
+    sg_scratch *sc = lua_newuserdata(L, sizeof *sc);
     sc->buf = NULL;
     sc->cap = 0;
     lua_newtable(L);
