@@ -7,6 +7,7 @@
  * the worker's loop; standalone (or from a worker's start-up chunk) it blocks.
  */
 #include "l_core.h"
+#include "ingest.h"
 #include "log.h"
 #include "server.h"
 #include "worker.h"
@@ -437,6 +438,7 @@ int luaopen_signal_core(lua_State *L)
     sg_open_http(L);
     sg_open_redis(L);
     sg_open_event(L);
+    sg_open_ingest(L);
 
     worker_t *w = worker_of(L);
     lua_pushlightuserdata(L, NULL);

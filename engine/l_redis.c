@@ -12,6 +12,7 @@
 #include "l_core.h"
 #include "log.h"
 #include "worker.h"
+#include "ingest.h"
 
 #include <event2/event.h>
 #include <hiredis/adapters/libevent.h>
@@ -670,6 +671,23 @@ static int l_connect(lua_State *L)
     lua_setmetatable(L, -2);
     return 1;
 }
+
+/* ---- C API (engine/ingest.c) ------------------------------------------------ */
+
+redis_conn **sg_redis_checkconn(lua_State *L, int idx)
+{
+    return luaL_checkudata(L, idx, CONN_MT);
+}
+
+redisAsyncContext *sg_redis_async(redis_conn *c, const char **err)
+{
+    if (c->closed) { *err = "connection is closed"; return NULL; }
+    if (!c->ac && c->w) async_connect(c);
+    if (!c->ac) { *err = c->last_err; return NULL; }
+    return c->ac;
+}
+
+int sg_redis_timeout_ms(const redis_conn *c) { return c->timeout_ms; }
 
 void sg_open_redis(lua_State *L)
 {

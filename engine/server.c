@@ -30,6 +30,7 @@
  */
 #define _GNU_SOURCE   /* accept4 */
 #include "server.h"
+#include "ingest.h"
 #include "l_core.h"
 #include "log.h"
 
@@ -105,10 +106,7 @@ struct sg_conn {
     unsigned keep_alive : 1;
 };
 
-typedef struct {
-    const char *name, *value;
-    size_t nlen, vlen;
-} header_t;
+typedef sg_header header_t;
 
 /* One parsed request; pointers into the connection's input buffer (or, for
  * a chunked body, a buffer of its own). Valid while it is pushed to Lua. */
@@ -193,11 +191,13 @@ static void out_add(sg_conn *c, const char *s, size_t n)
 
 static void out_str(sg_conn *c, const char *s) { out_add(c, s, strlen(s)); }
 
+/* Decimal without snprintf: printf's format parsing was ~5% of a request. */
 static void out_uint(sg_conn *c, size_t v)
 {
     char buf[24];
-    int n = snprintf(buf, sizeof buf, "%zu", v);
-    out_add(c, buf, (size_t)n);
+    size_t k = sizeof buf;
+    do { buf[--k] = (char)('0' + v % 10); v /= 10; } while (v);
+    out_add(c, buf + k, sizeof buf - k);
 }
 
 static const char *http_date(sg_server *s)
@@ -240,10 +240,14 @@ static int conn_flush(sg_conn *c)
 /* Status line, Date, Connection and the framing header. */
 static void start_reply(sg_conn *c, int status, int chunked, size_t blen)
 {
-    char line[64];
-    int n = snprintf(line, sizeof line, "HTTP/1.%d %d %s\r\n", c->http10 ? 0 : 1, status, reason(status));
-    out_add(c, line, (size_t)n);
-    OUT_LIT(c, "Date: ");
+    if (status == 200 && !c->http10) {
+        OUT_LIT(c, "HTTP/1.1 200 OK\r\nDate: ");
+    } else {
+        char line[64];
+        int n = snprintf(line, sizeof line, "HTTP/1.%d %d %s\r\n", c->http10 ? 0 : 1, status, reason(status));
+        out_add(c, line, (size_t)n);
+        OUT_LIT(c, "Date: ");
+    }
     out_str(c, http_date(c->srv));
     if (c->close_after || c->srv->w->stopping) {
         c->close_after = 1;
@@ -753,7 +757,9 @@ static void conn_process(sg_conn *c)
         c->busy = 1;
         c->streaming = 0;
         c->cur = &r;
-        int started = s->w->stopping ? -1 : worker_start_request(s->w, c);
+        /* The collector's C lane takes the plain single events it can
+         * serve alone (engine/ingest.c); everything else goes to Lua. */
+        int started = s->w->stopping ? -1 : ingest_try(s->w, c) ? 0 : worker_start_request(s->w, c);
         c->cur = NULL;
         free(r.body_owned);
         if (started != 0 && c->busy) {
@@ -955,7 +961,38 @@ void server_free(worker_t *w)
     w->server = NULL;
 }
 
-/* ---- requests and replies (called by worker.c and l_core.c) ---------------- */
+/* ---- requests and replies (called by worker.c, l_core.c, ingest.c) -------- */
+
+/* The request's path ("/" when empty) → its length; *path at it, *query at
+ * the '?' or NULL. An absolute-form target (a proxy's "GET http://host/p")
+ * keeps only the path. */
+static size_t request_path(const struct parsed *r, const char **path, const char **query)
+{
+    const char *t = r->target, *te = r->target + r->tlen;
+    if (r->tlen > 7 && (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0)) {
+        const char *slash = memchr(t + 8, '/', (size_t)(te - t - 8));
+        t = slash ? slash : te;
+    }
+    const char *q = memchr(t, '?', (size_t)(te - t));
+    *query = q;
+    if (t == te) { *path = "/"; return 1; }
+    *path = t;
+    return (size_t)((q ? q : te) - t);
+}
+
+void server_request_view(sg_conn *c, sg_request *v)
+{
+    struct parsed *r = c->cur;
+    const char *q;
+    v->method = r->method;
+    v->mlen = r->mlen;
+    v->plen = request_path(r, &v->path, &q);
+    v->body = r->body;
+    v->blen = r->blen;
+    v->h = r->h;
+    v->nh = r->nh;
+    v->peer = c->addr;
+}
 
 void server_push_request(lua_State *co, sg_conn *c)
 {
@@ -964,15 +1001,9 @@ void server_push_request(lua_State *co, sg_conn *c)
     lua_pushlstring(co, r->method, r->mlen);
     lua_setfield(co, -2, "method");
 
-    const char *t = r->target, *te = r->target + r->tlen;
-    /* absolute-form (a proxy's "GET http://host/path"): keep the path */
-    if (r->tlen > 7 && (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0)) {
-        const char *slash = memchr(t + 8, '/', (size_t)(te - t - 8));
-        t = slash ? slash : te;
-    }
-    const char *q = memchr(t, '?', (size_t)(te - t));
-    if (t == te) lua_pushliteral(co, "/");
-    else lua_pushlstring(co, t, (size_t)((q ? q : te) - t));
+    const char *t, *q, *te = r->target + r->tlen;
+    size_t plen = request_path(r, &t, &q);
+    lua_pushlstring(co, t, plen);
     lua_setfield(co, -2, "path");
     if (q) lua_pushlstring(co, q + 1, (size_t)(te - q - 1));
     else lua_pushliteral(co, "");
@@ -1042,6 +1073,17 @@ void server_reply(sg_conn *c, lua_State *co)
     scan_connection_header(c, co, 2);
     start_reply(c, status, 0, blen);
     add_headers(c, co, 2);
+    OUT_LIT(c, "\r\n");
+    if (blen && !c->head) out_add(c, body, blen);
+    request_done(c);
+}
+
+void server_reply_raw(sg_conn *c, int status, const char *headers, size_t hlen,
+                      const char *body, size_t blen)
+{
+    if (c->fd < 0) { request_done(c); return; }
+    start_reply(c, status, 0, blen);
+    out_add(c, headers, hlen);
     OUT_LIT(c, "\r\n");
     if (blen && !c->head) out_add(c, body, blen);
     request_done(c);

@@ -18,6 +18,30 @@ int server_start(worker_t *w);
 void server_stop_accepting(worker_t *w);
 void server_free(worker_t *w);
 
+/* A request header as parsed: name lower-cased, value trimmed. */
+typedef struct {
+    const char *name, *value;
+    size_t nlen, vlen;
+} sg_header;
+
+/* A read-only view of the request being dispatched, for C handlers
+ * (engine/ingest.c). Valid only during the dispatch call: copy what must
+ * outlive it. */
+typedef struct {
+    const char *method, *path, *body;
+    size_t mlen, plen, blen;
+    const sg_header *h;
+    int nh;
+    const char *peer;             /* remote address, "" when unknown */
+} sg_request;
+
+void server_request_view(sg_conn *c, sg_request *r);
+
+/* Replies from C: status, a header block ("Name: value\r\n" lines, no
+ * framing headers) and body. Ends c's request like server_reply. */
+void server_reply_raw(sg_conn *c, int status, const char *headers, size_t hlen,
+                      const char *body, size_t blen);
+
 /* Pushes the Lua request table for c's current request onto co. */
 void server_push_request(lua_State *co, sg_conn *c);
 

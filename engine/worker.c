@@ -7,6 +7,7 @@
 #include "l_core.h"
 #include "log.h"
 #include "server.h"
+#include "ingest.h"
 
 #include <event2/event.h>
 #include <stdio.h>
@@ -260,7 +261,7 @@ static void stop_poll(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd; (void)what;
     worker_t *w = arg;
-    if (w->ntasks == 0 || sg_monotonic() > w->stop_deadline) {
+    if ((w->ntasks == 0 && ingest_inflight(w) == 0) || sg_monotonic() > w->stop_deadline) {
         if (w->ntasks > 0) {
             char n[16];
             snprintf(n, sizeof n, "%d", w->ntasks);
@@ -376,6 +377,7 @@ fail:
 static void worker_cleanup(worker_t *w)
 {
     w->stopping = 2;
+    ingest_detach(w);
     server_free(w);
     sg_http_destroy(w);
     while (w->ready_head) {      /* results nobody will read any more */
@@ -385,6 +387,7 @@ static void worker_cleanup(worker_t *w)
     }
     if (w->L) lua_close(w->L);   /* __gc closes Redis connections */
     w->L = NULL;
+    ingest_free(w);              /* after the last Redis callback */
     /* tasks abandoned at the end of the grace period */
     for (unsigned i = 0; i < w->tmap_cap; i++) free(w->tmap[i]);
     free(w->tmap);

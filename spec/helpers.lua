@@ -110,11 +110,14 @@ local Proc = {}
 Proc.__index = Proc
 
 -- Starts a background process; its output goes to a log file.
-function H.spawn(args, name)
+-- env: optional { NAME = value } added to its environment.
+function H.spawn(args, name, env)
   local log = H.tmp .. "/" .. name .. "-" .. core.random_hex(4) .. ".log"
   local pidfile = log .. ".pid"
   local quoted = {}
-  for i, a in ipairs(args) do quoted[i] = sh_quote(a) end
+  for k, v in pairs(env or {}) do quoted[#quoted + 1] = k .. "=" .. sh_quote(v) end
+  if #quoted > 0 then table.insert(quoted, 1, "env") end
+  for _, a in ipairs(args) do quoted[#quoted + 1] = sh_quote(a) end
   os.execute(table.concat(quoted, " ") .. " >" .. log .. " 2>&1 & echo $! >" .. pidfile)
   local pid = assert(tonumber(H.read(pidfile)), "could not start " .. args[1])
   local pids = io.open(H.tmp .. "/pids", "a")
@@ -199,7 +202,8 @@ function H.sandbox(profiles_file)
 end
 
 -- Writes cfg (a Lua table) as a config file and starts `signal run` on it.
--- cfg.listen and cfg.redis are filled in when absent.
+-- cfg.listen and cfg.redis are filled in when absent; opts.env adds
+-- environment variables (e.g. SIGNAL_INGEST_LANE = "off").
 function H.engine(cfg, opts)
   opts = opts or {}
   cfg.listen = cfg.listen or ("127.0.0.1:" .. H.free_port())
@@ -207,7 +211,7 @@ function H.engine(cfg, opts)
   cfg.workers = cfg.workers or 1
   local path = opts.config_path or (H.tmp .. "/engine-" .. core.random_hex(4) .. ".conf.lua")
   H.write(path, "return " .. serialize(cfg) .. "\n")
-  local p = H.spawn({ H.bin, "run", "-c", path }, "engine")
+  local p = H.spawn({ H.bin, "run", "-c", path }, "engine", opts.env)
   p.url = "http://" .. cfg.listen
   p.config_path = path
   p.cfg = cfg

@@ -53,7 +53,7 @@ local log = require "signal.log"
 local metrics = require "signal.metrics"
 local redis_script = require "signal.redis_script"
 
-local type, pairs, tostring, next, unpack = type, pairs, tostring, next, unpack
+local type, pairs, ipairs, tostring, next, unpack = type, pairs, ipairs, tostring, next, unpack
 local find, sub, byte, char, lower, match, rep, format =
   string.find, string.sub, string.byte, string.char, string.lower, string.match, string.rep, string.format
 local concat = table.concat
@@ -759,6 +759,65 @@ function M.init(ctx, router)
   route("/v1/batch", { kind = BATCH, server_side = "basic" })
   route("/v1/b", { kind = BATCH, server_side = "basic" })
   route("/v1/events", { kind = EVENTS })
+  M.configure_lane(ctx)
+end
+
+---------------------------------------------------------------------------
+-- the C lane (engine/ingest.c)
+
+-- The engine serves plain track/page/screen events of the single-event
+-- routes in C, end to end, with the same stream entries, dedupe markers,
+-- cookie, CORS headers and metrics as handle() above; anything else it
+-- hands to handle(). SIGNAL_INGEST_LANE=off turns it off (every request
+-- then takes the Lua path: a way to tell the two apart when in doubt).
+local LANE_HINTS = { track = true, page = true, screen = true }   -- what core.event_json converts
+
+local function lane_stats_source()
+  local st = core.ingest_stats()
+  if st == nil then return end
+  for _, p in ipairs(st.pipelines) do
+    local labels = keys_of(p.key).labels
+    if p.received > 0 then
+      metrics.inc("events_received_total", labels, p.received)
+      metrics.inc("ingest_lane_total", labels, p.received)
+    end
+    if p.accepted > 0 then metrics.inc("events_accepted_total", labels, p.accepted) end
+    if p.deduplicated > 0 then metrics.inc("events_deduplicated_total", labels, p.deduplicated) end
+  end
+  if st.rejected_unavailable > 0 then count_rejected("redis_unavailable", st.rejected_unavailable) end
+  for _, r in ipairs(st.routes) do
+    metrics.observe_counts("signal_http_request_duration_seconds", { route = r.path, method = "POST" },
+                           r.counts, r.sum)
+  end
+end
+
+-- configure_lane(ctx) → true when the engine's lane serves this collector
+function M.configure_lane(ctx)
+  if not (IN_ENGINE and core.ingest_configure and event_json) then return false end
+  if os.getenv("SIGNAL_INGEST_LANE") == "off" then return false end
+  local routes = {}
+  for short, t in pairs(SHORT) do
+    if LANE_HINTS[t] then
+      routes[#routes + 1] = { path = "/v1/" .. short, hint = t, server_side = false }
+      routes[#routes + 1] = { path = "/v1/" .. t, hint = t, server_side = true }
+    end
+  end
+  local pipelines = {}
+  for pk, p in pairs(ctx.pipelines) do
+    local keys = keys_of(pk)
+    pipelines[#pipelines + 1] = { key = pk, raw = keys.raw, seen = keys.seen, origins = p.origins or {} }
+  end
+  local plain, secure = identity.cookie_suffixes(ctx.cfg)
+  local ok = core.ingest_configure({
+    redis = ctx.redis, dedupe_ttl = ctx.cfg.dedupe_ttl_s or 86400, max_message = M.MAX_MESSAGE,
+    routes = routes, pipelines = pipelines, cookie_plain = plain, cookie_secure = secure,
+    nets = identity.trusted_nets(ctx.cfg), buckets = metrics.BUCKETS,
+  })
+  if ok and not M.lane_source then
+    M.lane_source = true
+    metrics.add_source(lane_stats_source)
+  end
+  return ok
 end
 
 -- exposed for specs and benchmarks

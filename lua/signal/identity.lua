@@ -80,6 +80,13 @@ local function suffixes(cfg)
   return s
 end
 
+-- cookie_suffixes(cfg) → the Set-Cookie attributes after "_dfdid=<id>":
+-- plain, and for https (engine/ingest.c plants the same cookie)
+function M.cookie_suffixes(cfg)
+  local s = suffixes(cfg)
+  return s[1], s[2]
+end
+
 -- canonical_id(ctx, req[, mint]) → id, set_cookie_header | nil.
 -- With mint == false an absent cookie gives nil (the identity hub: a
 -- visitor without the cookie is simply unknown).
@@ -214,6 +221,12 @@ local function trusted(st, addr)
   st.cache[addr] = v
   st.n = st.n + 1
   return v
+end
+
+-- trusted_nets(cfg) → { { bytes =, bits = }, … }: cfg.trusted_proxies as
+-- compiled here (engine/ingest.c matches addresses against the same list)
+function M.trusted_nets(cfg)
+  return state(cfg).nets
 end
 
 -- is_trusted_proxy(ctx, addr) → true when addr is in cfg.trusted_proxies

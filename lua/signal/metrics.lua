@@ -51,6 +51,7 @@ M.HELP = {
   signal_events_received_total = "Events received by the collector.",
   signal_events_accepted_total = "Events accepted into the raw stream.",
   signal_events_rejected_total = "Events rejected by the collector, by reason.",
+  signal_ingest_lane_total = "Events the collector served in its C lane (engine/ingest.c); the rest of the received events took the Lua path.",
   signal_events_deduplicated_total = "Events acknowledged but not enqueued again (messageId seen).",
   signal_events_processed_total = "Events taken off the raw stream and mapped.",
   signal_events_dead_lettered_total = "Events the processor could not process (raw dead letters).",
@@ -76,6 +77,7 @@ M.HELP = {
 }
 
 local counters = {}        -- series -> delta since the last flush (integers)
+local sources = {}         -- add_source functions
 local sums = {}            -- series -> delta (floats: histogram _sum)
 local gauges = {}          -- series -> value (last set)
 local types = {}           -- metric name -> type, as recorded locally
@@ -217,6 +219,29 @@ local function collect_histograms()
   end
 end
 
+-- observe_counts(name, lbl, counts, sum): observations counted elsewhere
+-- (engine/ingest.c): counts[i] per bucket as BUCKETS has them, [#BUCKETS+1]
+-- above the last; sum of their values.
+function M.observe_counts(name, lbl, counts, sum)
+  name = full(name)
+  local h = histogram(name, labels(lbl))
+  local n = h.n
+  for i = 1, NB + 1 do n[i] = n[i] + (counts[i] or 0) end
+  h.v = h.v + sum
+  if not h.pending then
+    h.pending = true
+    pending_hist[#pending_hist + 1] = h
+    if not types[name] then types[name] = "histogram" end
+  end
+  dirty = true
+end
+
+-- add_source(fn): fn() runs before every flush, to add what was counted
+-- outside Lua (the collector's C lane) with inc/observe_counts.
+function M.add_source(fn)
+  sources[#sources + 1] = fn
+end
+
 function M.set(name, lbl, v)
   name = full(name)
   gauges[series(name, labels(lbl))] = v
@@ -231,6 +256,7 @@ end
 -- them, so a Redis outage delays numbers but loses none.
 function M.flush(redis)
   redis = redis or ctx_redis
+  for i = 1, #sources do sources[i]() end
   if not dirty or not redis then return true end
   collect_histograms()
   local c, s, g = counters, sums, gauges
