@@ -640,6 +640,42 @@ static void send_commit(group_t *g, redisAsyncContext *ac)
     }
 }
 
+static void on_unmarked(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac; (void)reply;
+    reply_came(priv);
+}
+
+/* EXEC ran but some XADD failed (a key of another type holds the stream):
+ * MULTI does not roll back, so the seen markers set after them stay, and
+ * the client's retry of the 503 would be taken for a duplicate and never
+ * stored. Delete those markers (collector.lua unmark_failed). */
+static void unmark_failed(group_t *g, redisAsyncContext *ac, const redisReply *exec)
+{
+    resp_t r = { 0 };
+    size_t k = 0, n = 0;
+    for (int i = 0; i < g->n && k < exec->elements; i++) {
+        entry_t *e = &g->e[i];
+        if (e->dup) continue;
+        if (exec->element[k]->type == REDIS_REPLY_ERROR && e->setl) n++;
+        k += 1 + (e->setl > 0);
+    }
+    if (n == 0) return;
+    r_len(&r, '*', n + 1);
+    R_LIT(&r, "$3\r\nDEL\r\n");
+    k = 0;
+    for (int i = 0; i < g->n && k < exec->elements; i++) {
+        entry_t *e = &g->e[i];
+        if (e->dup) continue;
+        if (exec->element[k]->type == REDIS_REPLY_ERROR && e->setl)
+            r_arg2(&r, g->p->seen, g->p->seenlen, g->d.b + e->mid, e->midl);
+        k += 1 + (e->setl > 0);
+    }
+    /* sent before the 503 is: the retry's MGET comes after it */
+    if (!r.bad) send_cmd(g, ac, r.b, r.n, on_unmarked);
+    free(r.b);
+}
+
 static void on_exec(redisAsyncContext *ac, void *reply, void *priv)
 {
     group_t *g = priv;
@@ -655,6 +691,7 @@ static void on_exec(redisAsyncContext *ac, void *reply, void *priv)
             for (size_t i = 0; i < rep->elements; i++)
                 if (rep->element[i]->type == REDIS_REPLY_ERROR) {
                     group_fail(g, "%s", rep->element[i]->str);
+                    unmark_failed(g, ac, rep);
                     break;
                 }
         }

@@ -97,9 +97,9 @@ local OK_BODY = '{"success":true}'
 -- for the identity hash. Plain arguments, not one packed blob: Redis runs
 -- scripts in an interpreted Lua 5.1, where parsing a blob cost more than
 -- the XADD itself. The keys it builds share KEYS[1]'s {pk} hash tag: one
--- Redis Cluster slot. SET NX before XADD is safe: Redis lets a script that
--- has written keep writing (no OOM abort half-way), so a message is never
--- marked seen without being stored.
+-- Redis Cluster slot. The marker is SET after its XADD: a script is not
+-- rolled back when a command fails (an XADD on a key of another type), and
+-- a marker without its event would make the client's retry a "duplicate".
 M.SCRIPT = [[
 local raw, dttl, ittl = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
 local seen, idp = ARGV[3], ARGV[4]
@@ -107,8 +107,9 @@ local i, n = 5, #ARGV
 local added, dups = 0, 0
 while i <= n do
   local mid, np = ARGV[i], tonumber(ARGV[i + 4])
-  if mid == "" or dttl == 0 or redis.call("SET", seen .. mid, "1", "NX", "EX", dttl) then
+  if mid == "" or dttl == 0 or redis.call("EXISTS", seen .. mid) == 0 then
     redis.call("XADD", raw, "*", "ev", ARGV[i + 1], "in", ARGV[i + 2])
+    if mid ~= "" and dttl > 0 then redis.call("SET", seen .. mid, "1", "EX", dttl) end
     if np > 0 then
       local ikey = idp .. ARGV[i + 3]
       redis.call("HSET", ikey, unpack(ARGV, i + 5, i + 4 + np * 2))
@@ -137,9 +138,12 @@ M.SCRIPT_SHA = STORE.sha
 local SCRIPT = M.SCRIPT
 local IDENTITY_TTL = identity.IDENTITY_TTL_S
 
--- transaction(redis, cmds) → EXEC's reply array | nil, err. cmds starts
--- with MULTI and ends with EXEC; an EXECABORT (a command refused while
--- queued, e.g. OOM) means nothing ran, and names the first refusal.
+-- transaction(redis, cmds) → EXEC's reply array | nil, err[, exec]. cmds
+-- starts with MULTI and ends with EXEC; an EXECABORT (a command refused
+-- while queued, e.g. OOM) means nothing ran, and names the first refusal.
+-- A command that failed as it ran (WRONGTYPE: something else holds the
+-- key) fails the answer too — its event is not stored, so no 200 — and the
+-- array comes third: MULTI does not roll back, the caller undoes the rest.
 local function transaction(redis, cmds)
   local replies, err = redis:pipeline(cmds)
   if replies == nil then return nil, err end
@@ -148,6 +152,10 @@ local function transaction(redis, cmds)
     local queued = replies[2]
     return nil, (type(exec) == "table" and exec.err) or (type(queued) == "table" and queued.err)
       or "MULTI/EXEC failed"
+  end
+  for i = 1, #exec do
+    local r = exec[i]
+    if type(r) == "table" and r.err then return nil, r.err, exec end
   end
   return exec
 end
@@ -225,6 +233,20 @@ local function seen_markers(ctx, b, dttl)
   return dup
 end
 
+-- unmark_failed(ctx, cmds, ran): an XADD that failed inside EXEC left its
+-- seen marker (the SET after it ran): without it the client's retry of the
+-- 503 would be acknowledged as a duplicate and the event never stored.
+local function unmark_failed(ctx, cmds, ran)
+  local del = { "DEL" }
+  for i = 2, #cmds - 1 do
+    local r, nxt = ran[i - 1], cmds[i + 1]
+    if cmds[i][1] == "XADD" and type(r) == "table" and r.err and nxt[1] == "SET" then
+      del[#del + 1] = nxt[2]
+    end
+  end
+  if #del > 1 then ctx.redis:call(unpack(del)) end
+end
+
 -- commit_batch(ctx, b, dup, dttl) → true | nil, err: one MULTI/EXEC
 local function commit_batch(ctx, b, dup, dttl)
   local args, starts, keys = b.args, b.starts, b.keys
@@ -246,8 +268,11 @@ local function commit_batch(ctx, b, dup, dttl)
   end
   if #cmds == 1 then return true end   -- every message was a duplicate
   cmds[#cmds + 1] = EXEC
-  local exec, err = transaction(ctx.redis, cmds)
-  if exec == nil then return nil, err end
+  local exec, err, ran = transaction(ctx.redis, cmds)
+  if exec == nil then
+    if ran then unmark_failed(ctx, cmds, ran) end
+    return nil, err
+  end
   return true
 end
 

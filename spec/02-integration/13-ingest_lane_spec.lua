@@ -205,6 +205,44 @@ describe("collector C lane", function()
     assert.is_true(ttl > 86000 and ttl <= 86400)
   end)
 
+  it("answers 503, like the Lua path, when the XADD fails inside the transaction", function()
+    -- a key of the wrong type: MULTI queues the XADD, EXEC runs it and it fails
+    local raw = "signal:{dk_lane_b}:raw"
+    for _, e in ipairs({ L, P }) do
+      local url = e == L and L_REDIS or P_REDIS
+      local r = assert(core.redis.connect(url))
+      assert(r:call("DEL", raw))
+      assert(r:call("SET", raw, "not a stream"))
+      local mid = uid()
+      local res = post(e, "/v1/t", { type = "track", event = "E", anonymousId = "a", messageId = mid },
+                       { ["X-Pipeline-Key"] = "dk_lane_b" })
+      assert.equal(503, res.status)
+      assert.equal("REDIS_UNAVAILABLE", H.json(res).error.code)
+      -- the marker committed with it must not make the retry a "duplicate"
+      assert(r:call("DEL", raw))
+      r:close()
+      H.park_processor("dk_lane_b", url)
+      res = post(e, "/v1/t", { type = "track", event = "E", anonymousId = "a", messageId = mid },
+                 { ["X-Pipeline-Key"] = "dk_lane_b" })
+      assert.equal(200, res.status)
+      assert.equal(1, #H.raw_entries("dk_lane_b", url))
+    end
+    -- the same through the store script (batches over collector.CHUNK)
+    local r = assert(core.redis.connect(P_REDIS))
+    assert(r:call("DEL", raw))
+    assert(r:call("SET", raw, "not a stream"))
+    local batch = {}
+    for i = 1, 301 do batch[i] = { type = "track", event = "E", anonymousId = "a", messageId = uid() } end
+    local res = post(P, "/v1/batch", { batch = batch }, { ["X-Pipeline-Key"] = "dk_lane_b" })
+    assert.equal(503, res.status)
+    assert(r:call("DEL", raw))
+    r:close()
+    H.park_processor("dk_lane_b", P_REDIS)
+    res = post(P, "/v1/batch", { batch = batch }, { ["X-Pipeline-Key"] = "dk_lane_b" })
+    assert.equal(200, res.status)
+    assert.equal(301, #H.raw_entries("dk_lane_b", P_REDIS))
+  end)
+
   it("records request durations for its routes like the Lua path", function()
     local before = metric(L, 'signal_http_request_duration_seconds_count{method="POST",route="/v1/t"}')
     for _ = 1, 5 do
