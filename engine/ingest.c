@@ -1073,7 +1073,8 @@ static int stat_index(lane_t *l, const char *key)
 }
 
 /* core.ingest_configure(t) → true, or false outside the engine (no lane).
- * t = { redis = conn, dedupe_ttl = s, max_message = bytes,
+ * t = { redis = conn (the lane's own: its replies become lite, l_redis.c),
+ *       dedupe_ttl = s, max_message = bytes,
  *       routes = { { path =, hint =, server_side = bool }, … },
  *       pipelines = { { key =, raw =, seen =, origins = { … } }, … },
  *       cookie_plain =, cookie_secure =   -- Set-Cookie suffixes
@@ -1099,6 +1100,7 @@ static int l_configure(lua_State *L)
     free_config(l);
     lua_getfield(L, 1, "redis");
     l->redis = sg_redis_checkconn(L, -1);
+    if (*l->redis) sg_redis_lite(*l->redis);     /* the lane's own connection */
     luaL_unref(L, LUA_REGISTRYINDEX, l->redis_ref);
     l->redis_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, 1, "dedupe_ttl");

@@ -32,5 +32,9 @@ redis_conn **sg_redis_checkconn(lua_State *L, int idx);
  * Redis is down. */
 struct redisAsyncContext *sg_redis_async(redis_conn *c, const char **err);
 int sg_redis_timeout_ms(const redis_conn *c);
+/* Lite replies from now on (and after reconnects): shared objects for
+ * values and nils, only arrays and errors allocated. Only for a connection
+ * no Lua code reads replies from (l_redis.c explains). */
+void sg_redis_lite(redis_conn *c);
 
 #endif

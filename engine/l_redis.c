@@ -41,6 +41,8 @@ typedef struct redis_conn {
     redisAsyncContext *ac;
     int connected, was_down, closed;
     int in_flush;                   /* inside the adapter's deferred write */
+    int lite;                       /* lite replies (sg_redis_lite) */
+    redisReplyObjectFunctions lite_fn;
     int backoff_ms;
     struct event *retry_ev;
     char last_err[256];
@@ -300,6 +302,89 @@ static int ad_attach(redis_conn *c, redisAsyncContext *ac, struct event_base *ba
     return 0;
 }
 
+/* ---- lite replies (engine/ingest.c) ------------------------------------------ */
+
+/* The collector's C lane reads only the types of its replies (+QUEUED, an
+ * XADD id, MGET's nils, EXEC's array) and the text of errors. hiredis's
+ * default reader allocates an object and a copy of the string for every
+ * one of them: ~12 allocations per event. On a connection set to lite
+ * replies, values and nils are shared read-only objects (no allocation),
+ * arrays are allocated (their element table points at those), and errors
+ * are real replies with their text. Everything that reads replies by type,
+ * element[i]->type or an error's str works unchanged. */
+static const redisReply LITE_STRING = { .type = REDIS_REPLY_STRING };
+static const redisReply LITE_STATUS = { .type = REDIS_REPLY_STATUS };
+static const redisReply LITE_INTEGER = { .type = REDIS_REPLY_INTEGER };
+static const redisReply LITE_NIL = { .type = REDIS_REPLY_NIL };
+
+static int lite_shared(const void *r)
+{
+    return r == &LITE_STRING || r == &LITE_STATUS || r == &LITE_INTEGER || r == &LITE_NIL;
+}
+
+static void *lite_attach(const redisReadTask *task, const redisReply *r)
+{
+    if (task->parent) {
+        redisReply *parent = task->parent->obj;
+        parent->element[task->idx] = (redisReply *)r;
+    }
+    return (void *)r;
+}
+
+static void *lite_string(const redisReadTask *task, char *str, size_t len)
+{
+    if (task->type == REDIS_REPLY_STATUS) return lite_attach(task, &LITE_STATUS);
+    if (task->type != REDIS_REPLY_ERROR) return lite_attach(task, &LITE_STRING);
+    redisReply *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->str = malloc(len + 1);
+    if (!r->str) { free(r); return NULL; }
+    memcpy(r->str, str, len);
+    r->str[len] = '\0';
+    r->len = len;
+    r->type = REDIS_REPLY_ERROR;
+    return lite_attach(task, r);
+}
+
+static void *lite_array(const redisReadTask *task, int elements)
+{
+    redisReply *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    if (elements > 0) {
+        r->element = calloc((size_t)elements, sizeof *r->element);
+        if (!r->element) { free(r); return NULL; }
+    }
+    r->elements = (size_t)elements;
+    r->type = REDIS_REPLY_ARRAY;
+    return lite_attach(task, r);
+}
+
+static void *lite_integer(const redisReadTask *task, long long v)
+{
+    (void)v;
+    return lite_attach(task, &LITE_INTEGER);
+}
+
+static void *lite_nil(const redisReadTask *task) { return lite_attach(task, &LITE_NIL); }
+
+static void lite_free(void *p)
+{
+    redisReply *r = p;
+    if (!r || lite_shared(r)) return;
+    if (r->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i < r->elements; i++) lite_free(r->element[i]);
+        free(r->element);
+    }
+    free(r->str);
+    free(r);
+}
+
+static redisReplyObjectFunctions lite_functions(void)
+{
+    redisReplyObjectFunctions f = { lite_string, lite_array, lite_integer, lite_nil, lite_free };
+    return f;
+}
+
 /* ---- async side ------------------------------------------------------------- */
 
 static void async_connect(redis_conn *c);
@@ -378,6 +463,7 @@ static void async_connect(redis_conn *c)
     }
     ac->data = c;
     c->ac = ac;
+    if (c->lite) ac->c.reader->fn = &c->lite_fn;
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     if (c->password) {
@@ -789,6 +875,13 @@ redisAsyncContext *sg_redis_async(redis_conn *c, const char **err)
 }
 
 int sg_redis_timeout_ms(const redis_conn *c) { return c->timeout_ms; }
+
+void sg_redis_lite(redis_conn *c)
+{
+    c->lite = 1;
+    c->lite_fn = lite_functions();
+    if (c->ac) c->ac->c.reader->fn = &c->lite_fn;
+}
 
 void sg_open_redis(lua_State *L)
 {

@@ -832,9 +832,14 @@ function M.configure_lane(ctx)
     local keys = keys_of(pk)
     pipelines[#pipelines + 1] = { key = pk, raw = keys.raw, seen = keys.seen, origins = p.origins or {} }
   end
+  -- Its own connection: the lane's commands do not queue behind Lua's, and
+  -- its replies are read in C only (lite replies, engine/l_redis.c).
+  local conn = M.lane_redis or core.redis.connect(ctx.cfg.redis)
+  if not conn then return false end
+  M.lane_redis = conn
   local plain, secure = identity.cookie_suffixes(ctx.cfg)
   local ok = core.ingest_configure({
-    redis = ctx.redis, dedupe_ttl = ctx.cfg.dedupe_ttl_s or 86400, max_message = M.MAX_MESSAGE,
+    redis = conn, dedupe_ttl = ctx.cfg.dedupe_ttl_s or 86400, max_message = M.MAX_MESSAGE,
     routes = routes, pipelines = pipelines, cookie_plain = plain, cookie_secure = secure,
     nets = identity.trusted_nets(ctx.cfg), buckets = metrics.BUCKETS,
   })
