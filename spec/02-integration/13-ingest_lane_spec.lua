@@ -148,6 +148,22 @@ describe("collector C lane", function()
         { ["X-Pipeline-Key"] = PK, Cookie = "_dfdid=dfid_ignored" } },
       { "/v1/page", { name = "Docs", anonymousId = "a-8", messageId = uid() }, { ["X-Pipeline-Key"] = PK } },
       { "/v1/screen", { name = "Home", userId = "u-10", messageId = uid() }, { ["X-Pipeline-Key"] = PK } },
+      -- what datafly.js sends for one queued event (sdk/README.md): the key and
+      -- sentAt in the body, text/plain (no preflight), the cookie
+      { "/v1/p", { type = "page", name = "Product Detail", properties = {}, userId = "user-123",
+                   anonymousId = "cba00c1b-0fe8-4b85-b9d9-957978be1d99", messageId = uid(),
+                   timestamp = "2026-04-17T15:37:10.484Z",
+                   context = { page = ctx.page, campaign = { source = "news", medium = "email" },
+                               locale = "en-US", timezone = "Europe/London",
+                               screen = { width = 1512, height = 982, density = 2 },
+                               library = { name = "datafly.js", version = "1.8.0" },
+                               userAgent = "Mozilla/5.0 (X11)", session = { id = "s-1", count = 1 },
+                               vendorIds = { ga = "GA1.1.111.222" },
+                               consent = { analytics = true, marketing = false,
+                                           google = { ad_storage = "denied" } } },
+                   pipelineKey = PK, sentAt = "2026-04-17T15:37:10.684Z" },
+        { ["Content-Type"] = "text/plain;charset=UTF-8", Origin = ORIGIN,
+          Cookie = "_dfdid=dfid_0123456789abcdef0123456789abcdef" } },
       -- another pipeline
       { "/v1/t", { type = "track", event = "B", anonymousId = "a-9", messageId = uid() },
         { ["X-Pipeline-Key"] = "dk_lane_b", Origin = ORIGIN }, "dk_lane_b" },
