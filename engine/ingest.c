@@ -3,12 +3,12 @@
  * request to the durable XADD and the 200, without entering Lua.
  *
  * Why: on POST /v1/t the engine spent ~25 µs of CPU per request, and under
- * a third of it was the work itself (parse, convert, store). The rest was
+ * half of it was the work itself (parse, convert, store). The rest was
  * the machinery of running a Lua handler: a coroutine per request, the
  * request and header tables, the interpreter walking collector.lua, the
  * reply headers read back from a Lua table. This lane does the same work in
  * one C pass per request and stores the requests of one loop turn with one
- * group commit, like the Lua collector does.
+ * group commit, like the Lua collector does: ~12 µs (bench/README.md).
  *
  * What it takes (everything else goes to Lua, unchanged): POST on a
  * single-event route of the collector (/v1/t /v1/p /v1/s, /v1/track
@@ -22,11 +22,12 @@
  *
  * What it mirrors (lua/signal/collector.lua, identity.lua, cors.lua): the
  * same raw stream entry (ev, in), the same dedupe markers (MGET of seen
- * markers, then one MULTI with XADD + SET EX per new message), the same
+ * markers, then one MULTI with XADD + SET EX per new message; markers of a
+ * failed XADD deleted again), the same
  * _dfdid cookie rules, client address behind trusted proxies, CORS headers
  * and metrics (counted here, added to signal.metrics at its flush through
  * core.ingest_stats). The differences a client can see: none; the
- * integration spec spec/02-integration/03-ingest_lane_spec.lua runs the
+ * integration spec spec/02-integration/13-ingest_lane_spec.lua runs the
  * same requests through both paths and compares what was stored.
  *
  * Lifetime: a request the lane holds keeps its connection busy (the server
