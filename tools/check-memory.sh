@@ -10,7 +10,14 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd); TMP=$(mktemp -d)
 export SIGNAL_HOME=$ROOT SIGNAL_LOG_LEVEL=error ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
 fail=0
-cleanup() { kill $(jobs -p) 2>/dev/null; redis-cli -p "$RP" shutdown nosave >/dev/null 2>&1; rm -rf "$TMP"; }
+# spec/helpers.lua lists what the specs start in $TMP/spec/pids: a failed
+# spec can leave an engine or a private redis-server behind otherwise
+cleanup() {
+  kill $(jobs -p) 2>/dev/null
+  [ -f "$TMP/spec/pids" ] && xargs -r kill -9 <"$TMP/spec/pids" 2>/dev/null
+  redis-cli -p "$RP" shutdown nosave >/dev/null 2>&1
+  rm -rf "$TMP"
+}
 trap cleanup EXIT
 P=$((18500 + RANDOM % 500)); RP=$((P + 1)); AP=$((P + 2))
 
