@@ -50,14 +50,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <lauxlib.h>
 
 #define MAX_ROUTES 16
 #define MAX_BUCKETS 32
 /* Requests per group commit; more in one loop turn start another group. */
 #define GROUP_MAX 512
-#define RAND_POOL 4096
 
 static const char OK_BODY[] = "{\"success\":true}";
 static const char UNAVAILABLE_BODY[] =
@@ -130,16 +128,16 @@ static void r_put(resp_t *r, const char *s, size_t n)
 
 #define R_LIT(r, s) r_put((r), s, sizeof(s) - 1)
 
-/* "*<n>\r\n" or "$<n>\r\n", without snprintf (a visible cost per argument) */
+/* "*<n>\r\n" or "$<n>\r\n" */
 static void r_len(resp_t *r, char kind, size_t v)
 {
     char buf[24];
-    size_t k = sizeof buf;
-    buf[--k] = '\n';
-    buf[--k] = '\r';
-    do { buf[--k] = (char)('0' + v % 10); v /= 10; } while (v);
-    buf[--k] = kind;
-    r_put(r, buf + k, sizeof buf - k);
+    size_t k = 0;
+    buf[k++] = kind;
+    k += sg_put_uint(buf + k, v);
+    buf[k++] = '\r';
+    buf[k++] = '\n';
+    r_put(r, buf, k);
 }
 
 static void r_arg(resp_t *r, const char *s, size_t n)
@@ -220,57 +218,13 @@ struct sg_ingest {
     struct event *flush_ev;
     int inflight;
     sg_scratch sc;                     /* sg_event_convert output */
-    size_t rand_used;
-    unsigned char rand_buf[RAND_POOL];
+    sg_rand_pool rand;                 /* cookie ids and message ids */
 };
 
 static lane_t *lane_of(const worker_t *w) { return w ? w->ingest : NULL; }
 
-/* ---- random ids (identity.lua canonical_id, core.uuid) ------------------------- */
-
-static int random_bytes(lane_t *l, unsigned char *out, size_t n)
-{
-    if (RAND_POOL - l->rand_used < n) {
-        size_t got = 0;
-        while (got < RAND_POOL) {
-            ssize_t r = getrandom(l->rand_buf + got, RAND_POOL - got, 0);
-            if (r < 0) return -1;
-            got += (size_t)r;
-        }
-        l->rand_used = 0;
-    }
-    memcpy(out, l->rand_buf + l->rand_used, n);
-    memset(l->rand_buf + l->rand_used, 0, n);   /* handed out: not kept around */
-    l->rand_used += n;
-    return 0;
-}
-
-static const char HEX[] = "0123456789abcdef";
-
-static void hex(const unsigned char *in, size_t n, char *out)
-{
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = HEX[in[i] >> 4];
-        out[2 * i + 1] = HEX[in[i] & 15];
-    }
-}
-
-/* sg_event_ctx.new_id: a version 4 UUID, as core.uuid makes them */
-static int new_uuid(void *ud, char out[36])
-{
-    unsigned char b[16];
-    char h[32];
-    if (random_bytes(ud, b, sizeof b) != 0) return -1;
-    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
-    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    hex(b, 16, h);
-    memcpy(out, h, 8); out[8] = '-';
-    memcpy(out + 9, h + 8, 4); out[13] = '-';
-    memcpy(out + 14, h + 12, 4); out[18] = '-';
-    memcpy(out + 19, h + 16, 4); out[23] = '-';
-    memcpy(out + 24, h + 20, 12);
-    return 0;
-}
+/* sg_event_ctx.new_id: a message id, as core.uuid makes them */
+static int new_uuid(void *ud, char out[36]) { return sg_uuid4(ud, out); }
 
 /* ---- addresses (identity.lua parse_ip, strip, trusted) ---------------------- */
 
@@ -872,9 +826,9 @@ int ingest_try(worker_t *w, struct sg_conn *c)
     if (!rt->server_side) {
         if (!hv[H_COOKIE] || !read_cookie(hv[H_COOKIE], hl[H_COOKIE], &cid, &cidlen)) {
             unsigned char b[16];
-            if (random_bytes(l, b, sizeof b) != 0) return 0;
+            if (sg_random_bytes(&l->rand, b, sizeof b) != 0) return 0;
             memcpy(minted, "dfid_", 5);
-            hex(b, 16, minted + 5);
+            sg_hex(b, 16, minted + 5);
             cid = minted;
             cidlen = 37;
             mint = 1;
@@ -898,7 +852,7 @@ int ingest_try(worker_t *w, struct sg_conn *c)
     ec.server_side = rt->server_side;
     ec.received_at = sg_wallclock();
     ec.new_id = new_uuid;
-    ec.new_id_ud = l;
+    ec.new_id_ud = &l->rand;
     sg_event_result res;
     if (!sg_event_convert(&l->sc, r.body, r.blen, &ec, &res)) return 0;
     if (!p) {
@@ -1093,7 +1047,7 @@ static int l_configure(lua_State *L)
         if (!l) return luaL_error(L, "ingest_configure: out of memory");
         l->w = w;
         l->redis_ref = LUA_NOREF;
-        l->rand_used = RAND_POOL;
+        sg_rand_init(&l->rand);
         l->flush_ev = event_new(w->base, -1, 0, on_flush, l);
         if (!l->flush_ev) { free(l); return luaL_error(L, "ingest_configure: out of memory"); }
         w->ingest = l;

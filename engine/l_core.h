@@ -43,6 +43,34 @@ void sg_prepare_state(lua_State *L, const char *home);
 /* Message handler for lua_pcall: the error with a traceback. */
 int sg_traceback(lua_State *L);
 
+/* Writes n in decimal at p (room for 20 digits); returns the digits written.
+ * Replies, RESP lengths and Content-Length are formatted with it: printf's
+ * format parsing was a visible share of a collector request. */
+static inline size_t sg_put_uint(char *p, size_t n)
+{
+    char tmp[20];
+    size_t k = 0;
+    do { tmp[k++] = (char)('0' + n % 10); n /= 10; } while (n);
+    for (size_t i = 0; i < k; i++) p[i] = tmp[k - 1 - i];
+    return k;
+}
+
+/* ---- engine/l_crypto.c: OS random bytes (getrandom), handed out from a
+ * pool, each byte once; core.random_hex/core.uuid keep one per lua_State,
+ * the collector's C lane its own. */
+#define SG_RAND_POOL 4096
+typedef struct {
+    size_t used;                       /* bytes handed out; SG_RAND_POOL: empty */
+    unsigned char buf[SG_RAND_POOL];
+} sg_rand_pool;
+
+static inline void sg_rand_init(sg_rand_pool *p) { p->used = SG_RAND_POOL; }
+/* n (<= SG_RAND_POOL) fresh bytes into out: 0, or -1 when getrandom fails */
+int sg_random_bytes(sg_rand_pool *p, unsigned char *out, size_t n);
+void sg_hex(const unsigned char *in, size_t n, char *out);   /* 2n chars, lower case */
+/* a version 4 UUID (36 chars, no NUL): 0, or -1 */
+int sg_uuid4(sg_rand_pool *p, char out[36]);
+
 /* ---- engine/l_event.c: the collector's single-event fast path in C ----
  * core.event_json's conversion without a lua_State, for engine/ingest.c (the
  * collector's C lane); core.event_json is a wrapper over it. Strings are

@@ -1,5 +1,6 @@
 /*
- * l_crypto.c — hashing and secure random ids for Lua.
+ * l_crypto.c — hashing and secure random ids for Lua (and, through
+ * sg_random_bytes/sg_uuid4/sg_hex in l_core.h, for the collector's C lane).
  *
  * sha256_hex backs linking-key hashing (email_sha256, phone_sha256) and the
  * cache keys that must never hold PII in clear; sha1_hex only names Redis
@@ -8,20 +9,19 @@
  * (getrandom), not rand(). The collector mints a cookie on every first
  * visit, and one getrandom() per id (or OpenSSL's RAND_bytes, slower still
  * per call) was a visible share of a request: each lua_State keeps a 4 KB
- * pool of OS random bytes (an upvalue, so no C global) and hands every byte
- * out once.
+ * pool of OS random bytes (an upvalue, so no C global; the C lane keeps its
+ * own) and hands every byte out once.
  */
 #include "l_core.h"
 
 #include <openssl/evp.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
 #include <lauxlib.h>
 
 static const char HEX[] = "0123456789abcdef";
 
-static void to_hex(const unsigned char *in, size_t n, char *out)
+void sg_hex(const unsigned char *in, size_t n, char *out)
 {
     for (size_t i = 0; i < n; i++) {
         out[2 * i] = HEX[in[i] >> 4];
@@ -38,7 +38,7 @@ static int digest_hex(lua_State *L, const EVP_MD *type, const char *name)
     if (!EVP_Digest(s, len, md, &mdlen, type, NULL))
         return luaL_error(L, "%s: OpenSSL digest failed", name);
     char hex[2 * EVP_MAX_MD_SIZE];
-    to_hex(md, mdlen, hex);
+    sg_hex(md, mdlen, hex);
     lua_pushlstring(L, hex, 2 * mdlen);
     return 1;
 }
@@ -47,13 +47,6 @@ static int l_sha256_hex(lua_State *L) { return digest_hex(L, EVP_sha256(), "sha2
 
 /* SHA-1 only names Redis scripts (EVALSHA); never use it for security. */
 static int l_sha1_hex(lua_State *L) { return digest_hex(L, EVP_sha1(), "sha1"); }
-
-#define POOL_SIZE 4096
-
-typedef struct {
-    size_t used;                       /* bytes of buf already handed out */
-    unsigned char buf[POOL_SIZE];
-} rand_pool;
 
 static int getrandom_all(unsigned char *buf, size_t n)
 {
@@ -66,12 +59,10 @@ static int getrandom_all(unsigned char *buf, size_t n)
     return 0;
 }
 
-/* Copies n (<= 1024) fresh random bytes from the pool in upvalue 1. */
-static int fill_random(lua_State *L, unsigned char *out, size_t n)
+int sg_random_bytes(sg_rand_pool *p, unsigned char *out, size_t n)
 {
-    rand_pool *p = lua_touserdata(L, lua_upvalueindex(1));
-    if (POOL_SIZE - p->used < n) {
-        if (getrandom_all(p->buf, POOL_SIZE) != 0) return -1;
+    if (SG_RAND_POOL - p->used < n) {
+        if (getrandom_all(p->buf, SG_RAND_POOL) != 0) return -1;
         p->used = 0;
     }
     memcpy(out, p->buf + p->used, n);
@@ -80,31 +71,43 @@ static int fill_random(lua_State *L, unsigned char *out, size_t n)
     return 0;
 }
 
+int sg_uuid4(sg_rand_pool *p, char out[36])
+{
+    unsigned char b[16];
+    char h[32];
+    if (sg_random_bytes(p, b, sizeof b) != 0) return -1;
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);   /* version 4 */
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);   /* RFC 4122 variant */
+    sg_hex(b, 16, h);
+    memcpy(out, h, 8); out[8] = '-';
+    memcpy(out + 9, h + 8, 4); out[13] = '-';
+    memcpy(out + 14, h + 12, 4); out[18] = '-';
+    memcpy(out + 19, h + 16, 4); out[23] = '-';
+    memcpy(out + 24, h + 20, 12);
+    return 0;
+}
+
+/* the pool in upvalue 1 */
+static sg_rand_pool *pool_of(lua_State *L) { return lua_touserdata(L, lua_upvalueindex(1)); }
+
 static int l_random_hex(lua_State *L)
 {
     lua_Integer n = luaL_optinteger(L, 1, 16);
     luaL_argcheck(L, n > 0 && n <= 1024, 1, "byte count must be 1..1024");
     unsigned char buf[1024];
     char hex[2048];
-    if (fill_random(L, buf, (size_t)n) != 0)
+    if (sg_random_bytes(pool_of(L), buf, (size_t)n) != 0)
         return luaL_error(L, "random: getrandom failed");
-    to_hex(buf, (size_t)n, hex);
+    sg_hex(buf, (size_t)n, hex);
     lua_pushlstring(L, hex, 2 * (size_t)n);
     return 1;
 }
 
 static int l_uuid(lua_State *L)
 {
-    unsigned char b[16];
-    char out[37];
-    if (fill_random(L, b, sizeof b) != 0)
+    char out[36];
+    if (sg_uuid4(pool_of(L), out) != 0)
         return luaL_error(L, "random: getrandom failed");
-    b[6] = (b[6] & 0x0f) | 0x40;   /* version 4 */
-    b[8] = (b[8] & 0x3f) | 0x80;   /* RFC 4122 variant */
-    snprintf(out, sizeof out,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
-             b[12], b[13], b[14], b[15]);
     lua_pushlstring(L, out, 36);
     return 1;
 }
@@ -118,8 +121,8 @@ void sg_open_crypto(lua_State *L)
     };
     luaL_register(L, NULL, fns);
     /* One pool per lua_State, shared by both closures; empty until first use. */
-    rand_pool *p = lua_newuserdata(L, sizeof *p);
-    p->used = POOL_SIZE;
+    sg_rand_pool *p = lua_newuserdata(L, sizeof *p);
+    sg_rand_init(p);
     lua_pushvalue(L, -1);
     lua_pushcclosure(L, l_random_hex, 1);
     lua_setfield(L, -3, "random_hex");

@@ -608,16 +608,6 @@ static int collect_args(lua_State *L, int idx, int from, const char **argv, size
     return n;
 }
 
-/* Writes n as decimal at p; returns the digits written. */
-static size_t put_uint(char *p, size_t n)
-{
-    char tmp[24];
-    size_t k = 0;
-    do { tmp[k++] = (char)('0' + n % 10); n /= 10; } while (n);
-    for (size_t i = 0; i < k; i++) p[i] = tmp[k - 1 - i];
-    return k;
-}
-
 static size_t uint_digits(size_t n)
 {
     size_t k = 1;
@@ -636,11 +626,11 @@ static char *format_resp(int n, const char **argv, const size_t *lens, size_t *o
     char *buf = malloc(total), *p = buf;
     if (!buf) return NULL;
     *p++ = '*';
-    p += put_uint(p, (size_t)n);
+    p += sg_put_uint(p, (size_t)n);
     *p++ = '\r'; *p++ = '\n';
     for (int i = 0; i < n; i++) {
         *p++ = '$';
-        p += put_uint(p, lens[i]);
+        p += sg_put_uint(p, lens[i]);
         *p++ = '\r'; *p++ = '\n';
         memcpy(p, argv[i], lens[i]);
         p += lens[i];
