@@ -50,6 +50,16 @@ function H.request(method, url, headers, body, timeout_ms)
                              timeout_ms = timeout_ms or 5000 }
 end
 
+-- post(engine, path, body (table: JSON-encoded, or string), headers) →
+-- response; Content-Type application/json unless headers say otherwise.
+-- headers is not modified (the lane spec sends one table to two engines).
+function H.post(e, path, body, headers)
+  if type(body) ~= "string" then body = cjson.encode(body) end
+  local h = { ["Content-Type"] = "application/json" }
+  for k, v in pairs(headers or {}) do h[k] = v end
+  return assert(H.request("POST", e.url .. path, h, body))
+end
+
 function H.json(res)
   return res and cjson.decode(res.body)
 end

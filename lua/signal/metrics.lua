@@ -181,6 +181,16 @@ local function histogram(name, l)
   return h
 end
 
+-- observed(h, name): h has observations to collect at the next flush
+local function observed(h, name)
+  if not h.pending then
+    h.pending = true
+    pending_hist[#pending_hist + 1] = h
+    if not types[name] then types[name] = "histogram" end
+  end
+  dirty = true
+end
+
 function M.observe(name, lbl, v)
   name = full(name)
   local h = histogram(name, labels(lbl))
@@ -189,12 +199,7 @@ function M.observe(name, lbl, v)
   local n = h.n
   n[i] = n[i] + 1
   h.v = h.v + v
-  if not h.pending then
-    h.pending = true
-    pending_hist[#pending_hist + 1] = h
-    if not types[name] then types[name] = "histogram" end
-  end
-  dirty = true
+  observed(h, name)
 end
 
 -- Moves the observations since the last call into the counters as the
@@ -228,12 +233,7 @@ function M.observe_counts(name, lbl, counts, sum)
   local n = h.n
   for i = 1, NB + 1 do n[i] = n[i] + (counts[i] or 0) end
   h.v = h.v + sum
-  if not h.pending then
-    h.pending = true
-    pending_hist[#pending_hist + 1] = h
-    if not types[name] then types[name] = "histogram" end
-  end
-  dirty = true
+  observed(h, name)
 end
 
 -- add_source(fn): fn() runs before every flush, to add what was counted

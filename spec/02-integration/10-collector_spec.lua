@@ -22,13 +22,7 @@ end
 
 local function uid() return "m-" .. core.random_hex(8) end
 
--- post(engine, path, body (table or string), headers) → response
-local function post(e, path, body, headers)
-  headers = headers or {}
-  if headers["Content-Type"] == nil then headers["Content-Type"] = "application/json" end
-  if type(body) ~= "string" then body = cjson.encode(body) end
-  return assert(H.request("POST", e.url .. path, headers, body))
-end
+local post = H.post   -- JSON body, application/json unless the headers say otherwise
 
 local function basic(key)
   local b64 = assert(io.popen("printf '%s' " .. H.sh_quote(key .. ":") .. " | base64 -w0")):read("*a")

@@ -36,12 +36,7 @@ end
 
 local function uid() return "lane-" .. core.random_hex(8) end
 
-local function post(e, path, body, headers)
-  if type(body) ~= "string" then body = cjson.encode(body) end
-  local h = { ["Content-Type"] = "application/json" }
-  for k, v in pairs(headers or {}) do h[k] = v end
-  return assert(H.request("POST", e.url .. path, h, body))
-end
+local post = H.post
 
 -- metric(engine, series) → its value in /metrics, or 0
 local function metric(e, series)
