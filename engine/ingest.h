@@ -8,7 +8,6 @@
 #include "worker.h"
 
 struct sg_conn;
-struct redisAsyncContext;
 
 /* Called by the server for every request before Lua sees it: 1 when the
  * lane took it (it replies later, or has already), 0 when Lua must. */
@@ -24,17 +23,5 @@ void ingest_free(worker_t *w);
 
 /* core.ingest_configure / core.ingest_stats (engine/API.md). */
 void sg_open_ingest(lua_State *L);
-
-/* engine/l_redis.c: what the lane needs of a core.redis connection. */
-typedef struct redis_conn redis_conn;
-redis_conn **sg_redis_checkconn(lua_State *L, int idx);
-/* The async context (connecting on first use), or NULL and *err while
- * Redis is down. */
-struct redisAsyncContext *sg_redis_async(redis_conn *c, const char **err);
-int sg_redis_timeout_ms(const redis_conn *c);
-/* Lite replies from now on (and after reconnects): shared objects for
- * values and nils, only arrays and errors allocated. Only for a connection
- * no Lua code reads replies from (l_redis.c explains). */
-void sg_redis_lite(redis_conn *c);
 
 #endif

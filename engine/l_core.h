@@ -55,6 +55,20 @@ static inline size_t sg_put_uint(char *p, size_t n)
     return k;
 }
 
+/* ---- engine/l_redis.c: a core.redis connection for C callers (the
+ * collector's C lane) */
+struct redisAsyncContext;
+typedef struct redis_conn redis_conn;
+redis_conn **sg_redis_checkconn(lua_State *L, int idx);
+/* The async context (connecting on first use), or NULL and *err while
+ * Redis is down. */
+struct redisAsyncContext *sg_redis_async(redis_conn *c, const char **err);
+int sg_redis_timeout_ms(const redis_conn *c);
+/* Lite replies from now on (and after reconnects): shared objects for
+ * values and nils, only arrays and errors allocated. Only for a connection
+ * no Lua code reads replies from (l_redis.c explains). */
+void sg_redis_lite(redis_conn *c);
+
 /* ---- engine/l_crypto.c: OS random bytes (getrandom), handed out from a
  * pool, each byte once; core.random_hex/core.uuid keep one per lua_State,
  * the collector's C lane its own. */

@@ -12,7 +12,6 @@
 #include "l_core.h"
 #include "log.h"
 #include "worker.h"
-#include "ingest.h"
 
 #include <event2/event.h>
 #include <hiredis/async.h>
