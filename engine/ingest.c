@@ -21,9 +21,9 @@
  * collector's messages; the lane answers only 200 and 503.
  *
  * What it mirrors (lua/signal/collector.lua, identity.lua, cors.lua): the
- * same raw stream entry (ev, in), the same dedupe markers (MGET of seen
- * markers, then one MULTI with XADD + SET EX per new message; markers of a
- * failed XADD deleted again), the same
+ * same raw stream entry (ev, in), the same dedupe windows (one HMGET per
+ * window, then one MULTI with an XADD per new message and one HSET of the
+ * new ids; the ids of a failed XADD deleted again), the same
  * _dfdid cookie rules, client address behind trusted proxies, CORS headers
  * and metrics (counted here, added to signal.metrics at its flush through
  * core.ingest_stats). The differences a client can see: none; the
@@ -45,6 +45,7 @@
 #include <event2/event.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,8 +88,9 @@ typedef struct group group_t;
 typedef struct {
     char *key;
     size_t klen;
-    char *raw, *seen;                  /* stream key, seen-marker prefix */
-    size_t rawlen, seenlen;
+    char *raw, *dedupe;                /* stream key, dedupe-window key prefix */
+    size_t rawlen, dedupelen;
+    long unlinked;                     /* the last window whose window - 2 was unlinked */
     char **origins;                    /* canonical (config.lua) */
     size_t *olens;
     int norigins;
@@ -147,12 +149,14 @@ static void r_arg(resp_t *r, const char *s, size_t n)
     R_LIT(r, "\r\n");
 }
 
-/* an argument made of two parts (a key prefix and an id) */
-static void r_arg2(resp_t *r, const char *a, size_t an, const char *b, size_t bn)
+/* a dedupe window's hash name: <prefix><w> */
+static void r_window(resp_t *r, const char *prefix, size_t plen, long w)
 {
-    r_len(r, '$', an + bn);
-    r_put(r, a, an);
-    r_put(r, b, bn);
+    char num[24];
+    int n = snprintf(num, sizeof num, "%ld", w);
+    r_len(r, '$', plen + (size_t)n);
+    r_put(r, prefix, plen);
+    r_put(r, num, (size_t)n);
     R_LIT(r, "\r\n");
 }
 
@@ -163,12 +167,12 @@ static void r_arg2(resp_t *r, const char *a, size_t an, const char *b, size_t bn
  * way from the request to hiredis. */
 typedef struct {
     struct sg_conn *c;
-    size_t cmd, xaddl, setl;           /* XADD, then SET (setl 0: no marker) */
-    size_t mid, midl;                  /* the client's messageId (dedupe only) */
+    size_t cmd, xaddl;                 /* its XADD */
+    size_t mid, midl;                  /* the client's messageId (midl 0: no dedupe) */
     size_t hdr, hdrl, cookiel;         /* reply headers; the cookie follows */
     double t0;
     int route;
-    unsigned dedupe : 1, dup : 1;
+    unsigned dup : 1, asked : 1;       /* asked: its id is in the HMGETs */
 } entry_t;
 
 typedef struct sg_ingest lane_t;
@@ -183,6 +187,9 @@ struct group {
     resp_t d;                          /* commands and reply headers of every entry */
     int pending;                       /* Redis replies hiredis still owes */
     int nexec, got;                    /* commands of the MULTI stage, replies seen */
+    int lookups;                       /* HMGET replies still to come */
+    long window;                       /* dedupe window (collector.lua dedupe_window) */
+    int unlink;                        /* the MULTI starts with UNLINK of window - 2 */
     int answered, failed;
     char err[200];
     struct event *timer;
@@ -194,8 +201,6 @@ struct sg_ingest {
     int redis_ref;                     /* registry ref anchoring the connection */
     redis_conn **redis;
     long dedupe_ttl;
-    char ttl[24];                      /* dedupe_ttl as text (SET … EX) */
-    size_t ttl_len;
     size_t max_message;
     lane_route routes[MAX_ROUTES];
     int nroutes;
@@ -568,25 +573,67 @@ static int send_cmd(group_t *g, redisAsyncContext *ac, const char *cmd, size_t l
 
 static void on_exec(redisAsyncContext *ac, void *reply, void *priv);
 
-/* MULTI, XADD (+ SET EX) per new message, EXEC: collector.lua commit_batch */
+/* MULTI, [UNLINK window - 2,] an XADD per new message, HSET of their ids
+ * into the window + EXPIREAT, EXEC: collector.lua commit_batch */
 static void send_commit(group_t *g, redisAsyncContext *ac)
 {
     static const char MULTI[] = "*1\r\n$5\r\nMULTI\r\n", EXEC[] = "*1\r\n$4\r\nEXEC\r\n";
-    int nc = 2;
-    for (int i = 0; i < g->n; i++)
-        if (!g->e[i].dup) nc += 1 + (g->e[i].setl > 0);
-    if (nc == 2) { group_answer(g); return; }     /* every message was a duplicate */
-    g->nexec = nc;
+    lane_t *l = g->lane;
+    lane_pipeline *p = g->p;
+    int nxadd = 0, nmark = 0;
+    for (int i = 0; i < g->n; i++) {
+        if (g->e[i].dup) continue;
+        nxadd++;
+        if (g->e[i].midl && l->dedupe_ttl > 0) nmark++;
+    }
+    if (nxadd == 0 && !g->unlink) { group_answer(g); return; }   /* every message was a duplicate */
+    /* the marking commands, formatted after the entries' data */
+    resp_t m = { 0 };
+    if (g->unlink) {
+        R_LIT(&m, "*2\r\n$6\r\nUNLINK\r\n");
+        r_window(&m, p->dedupe, p->dedupelen, g->window - 2);
+    }
+    size_t unlink_len = m.n;
+    if (nmark) {
+        r_len(&m, '*', 2 + 2 * (size_t)nmark);
+        R_LIT(&m, "$4\r\nHSET\r\n");
+        r_window(&m, p->dedupe, p->dedupelen, g->window);
+        for (int i = 0; i < g->n; i++) {
+            entry_t *e = &g->e[i];
+            if (e->dup || !e->midl) continue;
+            r_arg(&m, g->d.b + e->mid, e->midl);
+            R_LIT(&m, "$1\r\n1\r\n");
+        }
+    }
+    size_t hset_end = m.n;
+    if (nmark) {
+        char at[24];
+        size_t n = sg_put_uint(at, (uint64_t)(g->window + 3) * (uint64_t)l->dedupe_ttl);
+        R_LIT(&m, "*3\r\n$8\r\nEXPIREAT\r\n");
+        r_window(&m, p->dedupe, p->dedupelen, g->window);
+        r_arg(&m, at, n);
+    }
+    if (m.bad) {
+        free(m.b);
+        group_fail(g, "%s", "out of memory");
+        group_answer(g);
+        return;
+    }
+    g->nexec = 2 + nxadd + (g->unlink ? 1 : 0) + (nmark ? 2 : 0);
     g->got = 0;
     /* hiredis refuses a command only while the context closes, and then
      * every later one too: the commands already queued get NULL replies */
     int sent = send_cmd(g, ac, MULTI, sizeof MULTI - 1, on_exec) == 0;
+    if (sent && g->unlink) sent = send_cmd(g, ac, m.b, unlink_len, on_exec) == 0;
     for (int i = 0; sent && i < g->n; i++) {
         entry_t *e = &g->e[i];
-        if (e->dup) continue;
-        sent = send_cmd(g, ac, g->d.b + e->cmd, e->xaddl, on_exec) == 0;
-        if (sent && e->setl) sent = send_cmd(g, ac, g->d.b + e->cmd + e->xaddl, e->setl, on_exec) == 0;
+        if (!e->dup) sent = send_cmd(g, ac, g->d.b + e->cmd, e->xaddl, on_exec) == 0;
     }
+    if (sent && nmark) {
+        sent = send_cmd(g, ac, m.b + unlink_len, hset_end - unlink_len, on_exec) == 0 &&
+               send_cmd(g, ac, m.b + hset_end, m.n - hset_end, on_exec) == 0;
+    }
+    free(m.b);
     if (sent) sent = send_cmd(g, ac, EXEC, sizeof EXEC - 1, on_exec) == 0;
     if (!sent) {
         group_fail(g, "%s", "redis unavailable: connection is closing");
@@ -602,29 +649,29 @@ static void on_unmarked(redisAsyncContext *ac, void *reply, void *priv)
 }
 
 /* EXEC ran but some XADD failed (a key of another type holds the stream):
- * MULTI does not roll back, so the seen markers set after them stay, and
+ * MULTI does not roll back, so the HSET after them marked their ids, and
  * the client's retry of the 503 would be taken for a duplicate and never
- * stored. Delete those markers (collector.lua unmark_failed). */
+ * stored. Delete those ids again (collector.lua unmark_failed). */
 static void unmark_failed(group_t *g, redisAsyncContext *ac, const redisReply *exec)
 {
+    if (g->lane->dedupe_ttl <= 0) return;
     resp_t r = { 0 };
-    size_t k = 0, n = 0;
+    size_t first = g->unlink ? 1 : 0, k, n = 0;
+    k = first;
     for (int i = 0; i < g->n && k < exec->elements; i++) {
         entry_t *e = &g->e[i];
         if (e->dup) continue;
-        if (exec->element[k]->type == REDIS_REPLY_ERROR && e->setl) n++;
-        k += 1 + (e->setl > 0);
+        if (exec->element[k++]->type == REDIS_REPLY_ERROR && e->midl) n++;
     }
     if (n == 0) return;
-    r_len(&r, '*', n + 1);
-    R_LIT(&r, "$3\r\nDEL\r\n");
-    k = 0;
+    r_len(&r, '*', n + 2);
+    R_LIT(&r, "$4\r\nHDEL\r\n");
+    r_window(&r, g->p->dedupe, g->p->dedupelen, g->window);
+    k = first;
     for (int i = 0; i < g->n && k < exec->elements; i++) {
         entry_t *e = &g->e[i];
         if (e->dup) continue;
-        if (exec->element[k]->type == REDIS_REPLY_ERROR && e->setl)
-            r_arg2(&r, g->p->seen, g->p->seenlen, g->d.b + e->mid, e->midl);
-        k += 1 + (e->setl > 0);
+        if (exec->element[k++]->type == REDIS_REPLY_ERROR && e->midl) r_arg(&r, g->d.b + e->mid, e->midl);
     }
     /* sent before the 503 is: the retry's MGET comes after it */
     if (!r.bad) send_cmd(g, ac, r.b, r.n, on_unmarked);
@@ -667,19 +714,19 @@ static void on_mget(redisAsyncContext *ac, void *reply, void *priv)
         return;
     }
     if (rep->type != REDIS_REPLY_ARRAY) {
-        group_fail(g, "%s", rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected MGET reply");
+        group_fail(g, "%s", rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected HMGET reply");
         group_answer(g);
         return;
     }
-    /* the MGET asked for the first copy of every deduped id, in order */
+    /* each HMGET asked for the first copy of every deduped id, in order */
     size_t k = 0;
     for (int i = 0; i < g->n && k < rep->elements; i++) {
         entry_t *e = &g->e[i];
-        if (!e->dedupe || e->dup) continue;
+        if (!e->asked) continue;
         if (rep->element[k]->type != REDIS_REPLY_NIL) e->dup = 1;
         k++;
     }
-    send_commit(g, ac);
+    if (--g->lookups == 0) send_commit(g, ac);
 }
 
 static uint64_t fnv1a(const char *s, size_t n)
@@ -690,7 +737,8 @@ static uint64_t fnv1a(const char *s, size_t n)
 }
 
 /* collector.lua seen_markers: copies within the group are duplicates of
- * their first; the first copies are looked up with one MGET. */
+ * their first; the first copies are looked up with one HMGET in each
+ * dedupe window, the current and the previous one (dedupe_window). */
 static void send_group(group_t *g)
 {
     lane_t *l = g->lane;
@@ -709,6 +757,12 @@ static void send_group(group_t *g)
         if (g->timer) evtimer_add(g->timer, &tv);
     }
     if (l->dedupe_ttl <= 0) { send_commit(g, ac); return; }
+    lane_pipeline *p = g->p;
+    g->window = (long)floor(sg_wallclock() / (double)l->dedupe_ttl);
+    if (p->unlinked < g->window) {         /* the first group of a window */
+        p->unlinked = g->window;
+        g->unlink = 1;
+    }
 
     /* in-group copies: a small open-addressing set of entry indexes */
     unsigned cap = 64;
@@ -720,24 +774,31 @@ static void send_group(group_t *g)
     int nkeys = 0;
     for (int i = 0; i < g->n; i++) {
         entry_t *e = &g->e[i];
-        if (!e->dedupe) continue;
+        if (!e->midl) continue;
         const char *m = g->d.b + e->mid;
         unsigned h = (unsigned)fnv1a(m, e->midl) & (cap - 1);
         for (;; h = (h + 1) & (cap - 1)) {
-            if (slot[h] < 0) { slot[h] = i; nkeys++; break; }
+            if (slot[h] < 0) { slot[h] = i; e->asked = 1; nkeys++; break; }
             entry_t *o = &g->e[slot[h]];
             if (o->midl == e->midl && memcmp(g->d.b + o->mid, m, e->midl) == 0) { e->dup = 1; break; }
         }
     }
     free(slot);
     if (nkeys == 0) { send_commit(g, ac); return; }
-    r_len(&r, '*', (size_t)nkeys + 1);
-    r_put(&r, "$4\r\nMGET\r\n", 10);
-    for (int i = 0; i < g->n; i++) {
-        entry_t *e = &g->e[i];
-        if (e->dedupe && !e->dup) r_arg2(&r, g->p->seen, g->p->seenlen, g->d.b + e->mid, e->midl);
+    size_t cur_end = 0;
+    for (int k = 0; k < 2; k++) {
+        r_len(&r, '*', (size_t)nkeys + 2);
+        R_LIT(&r, "$5\r\nHMGET\r\n");
+        r_window(&r, p->dedupe, p->dedupelen, g->window - k);
+        for (int i = 0; i < g->n; i++) {
+            entry_t *e = &g->e[i];
+            if (e->asked) r_arg(&r, g->d.b + e->mid, e->midl);
+        }
+        if (k == 0) cur_end = r.n;
     }
-    int rc2 = r.bad ? -1 : send_cmd(g, ac, r.b, r.n, on_mget);
+    g->lookups = 2;
+    int rc2 = r.bad ? -1 : send_cmd(g, ac, r.b, cur_end, on_mget);
+    if (rc2 == 0) rc2 = send_cmd(g, ac, r.b + cur_end, r.n - cur_end, on_mget);
     free(r.b);
     if (rc2 != 0) {
         group_fail(g, "%s", "redis unavailable: connection is closing");
@@ -887,18 +948,11 @@ int ingest_try(worker_t *w, struct sg_conn *c)
     if (res.in) r_arg(d, res.in, res.in_len);
     else r_arg(d, r.body, r.blen);
     e->xaddl = d->n - e->cmd;
-    e->dedupe = res.dedupe != 0;
-    if (e->dedupe && l->dedupe_ttl > 0) {
-        /* SET <seen><mid> 1 EX <ttl>; the id stays readable inside it */
-        R_LIT(d, "*5\r\n$3\r\nSET\r\n");
-        r_len(d, '$', p->seenlen + res.message_id_len);
-        r_put(d, p->seen, p->seenlen);
+    if (res.dedupe && l->dedupe_ttl > 0 && res.message_id_len > 0) {
+        /* the id, for the HMGETs and the HSET of the group's commit */
         e->mid = d->n;
         e->midl = res.message_id_len;
         r_put(d, res.message_id, res.message_id_len);
-        R_LIT(d, "\r\n$1\r\n1\r\n$2\r\nEX\r\n");
-        r_arg(d, l->ttl, l->ttl_len);
-        e->setl = d->n - e->cmd - e->xaddl;
     }
     /* reply headers: JSON, CORS (cors.lua headers), then the cookie, which
      * a 503 leaves out (collector.lua reject) */
@@ -945,7 +999,7 @@ static void free_config(lane_t *l)
     l->nroutes = 0;
     for (int i = 0; i < l->npipelines; i++) {
         lane_pipeline *p = &l->pipelines[i];
-        free(p->key); free(p->raw); free(p->seen);
+        free(p->key); free(p->raw); free(p->dedupe);
         for (int k = 0; k < p->norigins; k++) free(p->origins[k]);
         free(p->origins); free(p->olens);
     }
@@ -1031,7 +1085,7 @@ static int stat_index(lane_t *l, const char *key)
  * t = { redis = conn (the lane's own: its replies become lite, l_redis.c),
  *       dedupe_ttl = s, max_message = bytes,
  *       routes = { { path =, hint =, server_side = bool }, … },
- *       pipelines = { { key =, raw =, seen =, origins = { … } }, … },
+ *       pipelines = { { key =, raw =, dedupe =, origins = { … } }, … },
  *       cookie_plain =, cookie_secure =   -- Set-Cookie suffixes
  *       nets = { { bytes =, bits = }, … } -- identity.lua trusted networks
  *       buckets = { … } }                 -- signal.metrics histogram bounds */
@@ -1060,7 +1114,6 @@ static int l_configure(lua_State *L)
     l->redis_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, 1, "dedupe_ttl");
     l->dedupe_ttl = (long)luaL_checknumber(L, -1);
-    l->ttl_len = (size_t)snprintf(l->ttl, sizeof l->ttl, "%ld", l->dedupe_ttl);
     lua_getfield(L, 1, "max_message");
     l->max_message = (size_t)luaL_checknumber(L, -1);
     lua_pop(L, 2);
@@ -1126,7 +1179,7 @@ static int l_configure(lua_State *L)
         l->npipelines = i + 1;
         p->key = field_string(L, -1, "key", &p->klen);
         p->raw = field_string(L, -1, "raw", &p->rawlen);
-        p->seen = field_string(L, -1, "seen", &p->seenlen);
+        p->dedupe = field_string(L, -1, "dedupe", &p->dedupelen);
         p->stat = stat_index(l, p->key);
         if (p->stat < 0) return luaL_error(L, "ingest_configure: out of memory");
         lua_getfield(L, -1, "origins");

@@ -284,6 +284,27 @@ function H.raw_entries(pk, redis_url)
   return out
 end
 
+-- dedupe_marker(pk, message_id[, ttl_s[, redis_url]]) → the dedupe window
+-- hash (signal.collector dedupe_window) holding message_id — the current
+-- window or the one before, as the collector looks — and that key's TTL
+-- in seconds; nil when neither holds it.
+function H.dedupe_marker(pk, mid, ttl_s, redis_url)
+  local queue = require "signal.queue"
+  ttl_s = ttl_s or 86400
+  local w = math.floor(core.now() / ttl_s)
+  local r = assert(core.redis.connect(redis_url or H.redis_url))
+  for k = 0, 1 do
+    local key = queue.dedupe(pk, w - k)
+    if r:call("HEXISTS", key, mid) == 1 then
+      local ttl = r:call("TTL", key)
+      r:close()
+      return key, ttl
+    end
+  end
+  r:close()
+  return nil
+end
+
 -- Empties signal:{pk}:raw but keeps the key and its (parked) group.
 function H.clear_raw(pk, redis_url)
   local queue = require "signal.queue"

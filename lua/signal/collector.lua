@@ -22,15 +22,18 @@
 -- Group commit (inside the engine, requests of up to CHUNK messages): the
 -- requests of one pipeline handled in the same event-loop turn are stored
 -- together, each waiting (suspended) for its slice of the answer. Without a
--- script: one MGET of their messageIds' seen markers, then one MULTI/EXEC
--- with an XADD (+ the seen marker, + identity stitching) per new message.
+-- script: one HMGET of their messageIds per dedupe window (the current and
+-- the previous one, see dedupe_window), then one MULTI/EXEC with an XADD
+-- (+ identity stitching) per new message and one HSET of the new ids into
+-- the current window.
 -- A Redis script costs several times the commands in it (its arguments are
 -- copied into Redis's Lua, whose GC then owns kilobytes per event), so this
 -- is what keeps Redis off the critical path under load. What the script
 -- closes and this leaves open: two copies of one messageId in flight at the
 -- same moment on different workers may both be stored (neither had been
 -- accepted when the other was checked; copies within one batch are caught).
--- Nothing can be lost: the XADD and its marker commit together or not at all.
+-- Nothing can be lost: the XADDs and their markers commit together or not
+-- at all.
 --
 -- Raw stream entry (signal:{pk}:raw, no MAXLEN — see docs/collector.md):
 --   ev  the canonical event JSON (lua/signal/README.md)
@@ -91,25 +94,30 @@ local OK_BODY = '{"success":true}'
 ---------------------------------------------------------------------------
 -- the store script
 
--- KEYS[1] raw stream. ARGV: dedupe ttl (0: off), identity ttl, seen-key
--- prefix, identity-key prefix, then per message: mid ("" = no dedupe:
--- Signal made the id up), ev, in, canonical_id, n, and n field/value pairs
--- for the identity hash. Plain arguments, not one packed blob: Redis runs
+-- KEYS[1] raw stream. ARGV: dedupe ttl (0: off), identity ttl, the current
+-- dedupe window's hash, identity-key prefix, the previous window's hash,
+-- the current one's expiry (unix s), a stale window to UNLINK ("" none),
+-- then per message: mid ("" = no dedupe: Signal made the id up), ev, in,
+-- canonical_id, n, and n field/value pairs for the identity hash. Plain arguments, not one packed blob: Redis runs
 -- scripts in an interpreted Lua 5.1, where parsing a blob cost more than
 -- the XADD itself. The keys it builds share KEYS[1]'s {pk} hash tag: one
--- Redis Cluster slot. The marker is SET after its XADD: a script is not
+-- Redis Cluster slot. The marker is set after its XADD: a script is not
 -- rolled back when a command fails (an XADD on a key of another type), and
 -- a marker without its event would make the client's retry a "duplicate".
 M.SCRIPT = [[
 local raw, dttl, ittl = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
-local seen, idp = ARGV[3], ARGV[4]
-local i, n = 5, #ARGV
-local added, dups = 0, 0
+local cur, idp, prev, expire_at = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+if ARGV[7] ~= "" then redis.call("UNLINK", ARGV[7]) end
+local i, n = 8, #ARGV
+local added, dups, marked = 0, 0, false
 while i <= n do
   local mid, np = ARGV[i], tonumber(ARGV[i + 4])
-  if mid == "" or dttl == 0 or redis.call("EXISTS", seen .. mid) == 0 then
+  if mid == "" or dttl == 0 or (redis.call("HEXISTS", cur, mid) == 0 and redis.call("HEXISTS", prev, mid) == 0) then
     redis.call("XADD", raw, "*", "ev", ARGV[i + 1], "in", ARGV[i + 2])
-    if mid ~= "" and dttl > 0 then redis.call("SET", seen .. mid, "1", "EX", dttl) end
+    if mid ~= "" and dttl > 0 then
+      redis.call("HSET", cur, mid, "1")
+      marked = true
+    end
     if np > 0 then
       local ikey = idp .. ARGV[i + 3]
       redis.call("HSET", ikey, unpack(ARGV, i + 5, i + 4 + np * 2))
@@ -121,6 +129,7 @@ while i <= n do
   end
   i = i + 5 + np * 2
 end
+if marked then redis.call("EXPIREAT", cur, expire_at) end
 return { added, dups }
 ]]
 
@@ -160,15 +169,46 @@ local function transaction(redis, cmds)
   return exec
 end
 
+-- Dedupe windows (docs/collector.md "Dedupe"). The ids a pipeline accepts
+-- at time t go into one hash per window of dedupe_ttl_s seconds,
+-- signal:{pk}:dedupe:<floor(t / ttl)>; an id is a duplicate while it is in
+-- the current window or the previous one, so it is remembered for at least
+-- ttl and at most twice that. Why not one key with a TTL per id: a field
+-- of one hash costs Redis about a third of a key with its own expiry
+-- (SET … EX: a keyspace entry, an expiry entry, a command per event), and
+-- takes half the memory. A window is deleted with UNLINK (freed off
+-- Redis's main thread) by the first group commit of the window two after
+-- it; its EXPIREAT, one window later still, only covers an engine that was
+-- not running then. Windows follow each engine's clock: hosts a few
+-- seconds apart only blur the edges.
+local unlinked = setmetatable({}, { __mode = "k" })   -- keys_of(pk) → last window seen
+
+-- dedupe_window(keys, dttl) → current hash, previous hash, the current
+-- one's EXPIREAT, and the window to UNLINK (nil unless this is the first
+-- commit of a new window in this worker)
+local function dedupe_window(keys, dttl)
+  local w = floor(now() / dttl)
+  local stale
+  if (unlinked[keys] or -1) < w then
+    unlinked[keys] = w
+    stale = keys.dedupe .. (w - 2)
+  end
+  return keys.dedupe .. w, keys.dedupe .. (w - 1), (w + 3) * dttl, stale
+end
+M.dedupe_window = dedupe_window
+
 -- store(ctx, keys, args, ends, n) → added, duplicates | nil, err.
 -- args: every message's script arguments, flat; ends[i]: index of message
 -- i's last argument.
 local function store(ctx, keys, args, ends, n)
   local redis = ctx.redis
   local dttl = ctx.cfg.dedupe_ttl_s or 86400
+  local cur, prev, expire_at, stale = "", "", 0, nil
+  if dttl > 0 then cur, prev, expire_at, stale = dedupe_window(keys, dttl) end
+  stale = stale or ""
   local res, err
   if n <= M.CHUNK then
-    res, err = STORE:call(redis, "1", keys.raw, dttl, IDENTITY_TTL, keys.seen, keys.id,
+    res, err = STORE:call(redis, "1", keys.raw, dttl, IDENTITY_TTL, cur, keys.id, prev, expire_at, stale,
                           unpack(args, 1, ends[n]))
     if type(res) ~= "table" then return nil, err or "unexpected reply" end
     return res[1], res[2]
@@ -179,7 +219,8 @@ local function store(ctx, keys, args, ends, n)
   local first = 1
   for m = M.CHUNK, n + M.CHUNK - 1, M.CHUNK do
     local last = ends[m < n and m or n]
-    local cmd = { "EVAL", SCRIPT, "1", keys.raw, dttl, IDENTITY_TTL, keys.seen, keys.id }
+    local cmd = { "EVAL", SCRIPT, "1", keys.raw, dttl, IDENTITY_TTL, cur, keys.id, prev, expire_at, stale }
+    stale = ""
     for j = first, last do cmd[#cmd + 1] = args[j] end
     cmds[#cmds + 1] = cmd
     first = last + 1
@@ -206,12 +247,14 @@ local open_batch = {}                -- pk → the batch still taking requests
 
 local MULTI, EXEC = { "MULTI" }, { "EXEC" }
 
--- seen_markers(ctx, b, dttl) → dup (message index → true) | nil, err
-local function seen_markers(ctx, b, dttl)
+-- seen_markers(ctx, b, win) → dup (message index → true) | nil, err: one
+-- HMGET per dedupe window (win: dedupe_window's, nil when dedupe is off)
+local function seen_markers(ctx, b, win)
   local dup = {}
-  if dttl == 0 then return dup end
-  local args, starts, seen = b.args, b.starts, b.keys.seen
-  local mget, idx, in_batch = { "MGET" }, {}, {}
+  if win == nil then return dup end
+  local args, starts = b.args, b.starts
+  local cur, prev = { "HMGET", win[1] }, { "HMGET", win[2] }
+  local idx, in_batch = {}, {}
   for m = 1, b.nmsg do
     local mid = args[starts[m]]
     if mid ~= "" then
@@ -219,44 +262,57 @@ local function seen_markers(ctx, b, dttl)
         dup[m] = true
       else
         in_batch[mid] = true
-        mget[#mget + 1] = seen .. mid
+        cur[#cur + 1] = mid
+        prev[#prev + 1] = mid
         idx[#idx + 1] = m
       end
     end
   end
   if #idx == 0 then return dup end
-  local vals, err = ctx.redis:call(unpack(mget))
-  if type(vals) ~= "table" then return nil, err or "unexpected MGET reply" end
-  for i = 1, #idx do
-    if vals[i] ~= null and vals[i] ~= nil then dup[idx[i]] = true end
+  local replies, err = ctx.redis:pipeline({ cur, prev })
+  if replies == nil then return nil, err end
+  for w = 1, 2 do
+    local vals = replies[w]
+    if type(vals) ~= "table" or vals.err then
+      return nil, type(vals) == "table" and vals.err or "unexpected HMGET reply"
+    end
+    for i = 1, #idx do
+      if vals[i] ~= null and vals[i] ~= nil then dup[idx[i]] = true end
+    end
   end
   return dup
 end
 
--- unmark_failed(ctx, cmds, ran): an XADD that failed inside EXEC left its
--- seen marker (the SET after it ran): without it the client's retry of the
--- 503 would be acknowledged as a duplicate and the event never stored.
-local function unmark_failed(ctx, cmds, ran)
-  local del = { "DEL" }
+-- unmark_failed(ctx, cmds, ran, mids, win): an XADD that failed inside EXEC
+-- left its id in the window's hash (the HSET after it ran): without
+-- removing it the client's retry of the 503 would be acknowledged as a
+-- duplicate and the event never stored. mids[i]: the id of cmds[i]'s XADD.
+local function unmark_failed(ctx, cmds, ran, mids, win)
+  if win == nil then return end
+  local del = { "HDEL", win[1] }
   for i = 2, #cmds - 1 do
-    local r, nxt = ran[i - 1], cmds[i + 1]
-    if cmds[i][1] == "XADD" and type(r) == "table" and r.err and nxt[1] == "SET" then
-      del[#del + 1] = nxt[2]
-    end
+    local r = ran[i - 1]
+    if mids[i] and type(r) == "table" and r.err then del[#del + 1] = mids[i] end
   end
-  if #del > 1 then ctx.redis:call(unpack(del)) end
+  if #del > 2 then ctx.redis:call(unpack(del)) end
 end
 
--- commit_batch(ctx, b, dup, dttl) → true | nil, err: one MULTI/EXEC
-local function commit_batch(ctx, b, dup, dttl)
+-- commit_batch(ctx, b, dup, win) → true | nil, err: one MULTI/EXEC
+local function commit_batch(ctx, b, dup, win)
   local args, starts, keys = b.args, b.starts, b.keys
-  local cmds = { MULTI }
+  local cmds, mids = { MULTI }, {}
+  local mark = win and { "HSET", win[1] }
+  if win and win[4] then cmds[2] = { "UNLINK", win[4] } end
   for m = 1, b.nmsg do
     if not dup[m] then
       local s = starts[m]
       local mid, np = args[s], tonumber(args[s + 4])
       cmds[#cmds + 1] = { "XADD", keys.raw, "*", "ev", args[s + 1], "in", args[s + 2] }
-      if mid ~= "" and dttl > 0 then cmds[#cmds + 1] = { "SET", keys.seen .. mid, "1", "EX", dttl } end
+      if mid ~= "" and mark then
+        mids[#cmds] = mid
+        mark[#mark + 1] = mid
+        mark[#mark + 1] = "1"
+      end
       if np > 0 then
         local ikey = keys.id .. args[s + 3]
         local hset = { "HSET", ikey }
@@ -266,11 +322,15 @@ local function commit_batch(ctx, b, dup, dttl)
       end
     end
   end
-  if #cmds == 1 then return true end   -- every message was a duplicate
+  if #cmds == 1 then return true end   -- every message was a duplicate, nothing to unlink
+  if mark and #mark > 2 then
+    cmds[#cmds + 1] = mark
+    cmds[#cmds + 1] = { "EXPIREAT", win[1], win[3] }
+  end
   cmds[#cmds + 1] = EXEC
   local exec, err, ran = transaction(ctx.redis, cmds)
   if exec == nil then
-    if ran then unmark_failed(ctx, cmds, ran) end
+    if ran then unmark_failed(ctx, cmds, ran, mids, win) end
     return nil, err
   end
   return true
@@ -279,8 +339,9 @@ end
 local function send_batch(ctx, pk, b)
   if open_batch[pk] == b then open_batch[pk] = nil end
   local dttl = ctx.cfg.dedupe_ttl_s or 86400
-  local dup, err = seen_markers(ctx, b, dttl)
-  if dup then err = select(2, commit_batch(ctx, b, dup, dttl)) end
+  local win = dttl > 0 and { dedupe_window(b.keys, dttl) } or nil
+  local dup, err = seen_markers(ctx, b, win)
+  if dup then err = select(2, commit_batch(ctx, b, dup, win)) end
   local waiters = b.waiters
   for i = 1, #waiters do
     local w = waiters[i]
@@ -327,7 +388,7 @@ local pipeline_keys = {}   -- pk → { raw, seen, id, labels }
 local function keys_of(pk)
   local k = pipeline_keys[pk]
   if k then return k end
-  k = { raw = queue.raw(pk), seen = queue.seen(pk, ""), id = queue.identity(pk, ""),
+  k = { raw = queue.raw(pk), dedupe = queue.dedupe(pk, ""), id = queue.identity(pk, ""),
         labels = { pipeline = pk } }
   pipeline_keys[pk] = k
   return k
@@ -830,7 +891,7 @@ function M.configure_lane(ctx)
   local pipelines = {}
   for pk, p in pairs(ctx.pipelines) do
     local keys = keys_of(pk)
-    pipelines[#pipelines + 1] = { key = pk, raw = keys.raw, seen = keys.seen, origins = p.origins or {} }
+    pipelines[#pipelines + 1] = { key = pk, raw = keys.raw, dedupe = keys.dedupe, origins = p.origins or {} }
   end
   -- Its own connection: the lane's commands do not queue behind Lua's, and
   -- its replies are read in C only (lite replies, engine/l_redis.c).

@@ -291,7 +291,7 @@ M.schema = {
       },
       description = "Profile enrichment." },
     { name = "dedupe_ttl_s", type = "integer", min = 0, default = 86400,
-      description = "How long a messageId is remembered for de-duplication (0: off)." },
+      description = "How long a messageId is at least remembered for de-duplication: ids are kept in windows of this length, the current and the previous one, so for up to twice as long (0: off)." },
     { name = "live_events_max", type = "integer", min = 0, default = 1000,
       description = "Recent events kept per pipeline for the live view." },
     { name = "pipelines", type = "array", required = true, unique = "key",

@@ -6,7 +6,8 @@
 --   delivery stream  signal:{pk}:out:<integration>   fields p (payload JSON), m (message_id), …
 --   retry schedule   signal:{pk}:retry:<integration> ZSET scored by due time (ms)
 --   dead letters     signal:{pk}:dlq:<integration>   stream: payload, error, attempt history
---   dedupe           signal:{pk}:seen:<message_id>   24 h
+--   dedupe           signal:{pk}:dedupe:<window>     HASH message_id → 1; window = floor(unix s /
+--                                                    dedupe_ttl_s), the current and previous kept
 --   identity         signal:{pk}:id:<canonical_id>   HASH email, phone, user_id
 --   live events      signal:{pk}:live                LIST of message ids (newest first)
 --                    signal:{pk}:live:<message_id>   HASH of the event's record
@@ -29,7 +30,7 @@ function M.raw(pk) return k(pk, "raw") end
 function M.delivery(pk, integration) return k(pk, "out", integration) end
 function M.retry(pk, integration) return k(pk, "retry", integration) end
 function M.dlq(pk, integration) return k(pk, "dlq", integration) end
-function M.seen(pk, message_id) return k(pk, "seen", message_id) end
+function M.dedupe(pk, window) return k(pk, "dedupe", window) end
 function M.identity(pk, canonical_id) return k(pk, "id", canonical_id) end
 function M.live(pk) return k(pk, "live") end
 function M.live_record(pk, message_id) return k(pk, "live", message_id) end

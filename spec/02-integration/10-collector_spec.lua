@@ -407,16 +407,57 @@ describe("collector", function()
       assert.equal(fresh.messageId, entries[2].ev.message_id)
     end)
 
-    it("keeps the seen marker for dedupe_ttl_s, per pipeline", function()
+    it("keeps the id in the dedupe window of dedupe_ttl_s, per pipeline", function()
       local m = track()
       assert.equal(200, post(A, "/v1/t", m, { ["X-Pipeline-Key"] = PK_A }).status)
-      local r = H.redis()
-      local ttl = r:call("TTL", queue.seen(PK_A, m.messageId))
-      r:close()
-      assert.is_true(ttl > 86000 and ttl <= 86400)
+      -- the window hash lives until the end of the window after next
+      local key, ttl = H.dedupe_marker(PK_A, m.messageId)
+      assert.is_truthy(key)
+      assert.is_true(ttl > 2 * 86400 - 5 and ttl <= 3 * 86400)
+      assert.is_nil(H.dedupe_marker(PK_B, m.messageId))
       -- another pipeline has its own window
       assert.equal(200, post(A, "/v1/t", m, { ["X-Pipeline-Key"] = PK_B }).status)
       assert.equal(1, #H.raw_entries(PK_B))
+    end)
+
+    it("remembers an id for at least dedupe_ttl_s and at most twice that, on every path", function()
+      -- real time, a 1 s window: stored, deduped at once, stored again two
+      -- windows later; the window two back is unlinked by then
+      local C = H.engine({ pipelines = pipelines(), dedupe_ttl_s = 1 })
+      finally(function() C:stop() end)
+      local function window() return math.floor(core.now()) end
+      local single, listed, big = track(), track(), {}
+      for i = 1, collector.CHUNK + 1 do big[i] = track() end
+      local function send_all()
+        local w = window()
+        assert.equal(200, post(C, "/v1/t", single, { ["X-Pipeline-Key"] = PK_A }).status)       -- C lane
+        assert.equal(200, post(C, "/v1/batch", { batch = { listed } }, { ["X-Pipeline-Key"] = PK_A }).status)
+        assert.equal(200, post(C, "/v1/batch", { batch = big }, { ["X-Pipeline-Key"] = PK_A }).status) -- script
+        return w
+      end
+      local w0 = send_all()
+      assert.equal(3 + collector.CHUNK, #H.raw_entries(PK_A))
+      send_all()                                    -- the same window or the next: all duplicates
+      assert.equal(3 + collector.CHUNK, #H.raw_entries(PK_A))
+      assert.is_truthy(H.dedupe_marker(PK_A, single.messageId, 1))
+      while window() < w0 + 2 do core.sleep(50) end
+      local w2 = send_all()
+      assert.equal(2 * (3 + collector.CHUNK), #H.raw_entries(PK_A))
+      -- windows older than the previous one are gone (unlinked, or
+      -- expired); the 1 s windows are the ones numbered like unix seconds
+      -- (engine A's days share the pipeline)
+      local r = H.redis()
+      local keys = r:call("KEYS", queue.dedupe(PK_A, "*"))
+      r:close()
+      local n = 0
+      for _, k in ipairs(keys) do
+        local w = tonumber(k:match(":(%-?%d+)$"))
+        if w > w0 - 1e6 then
+          n = n + 1
+          assert.is_true(w >= w2 - 1, k)
+        end
+      end
+      assert.is_true(n >= 1)
     end)
 
     it("stores every copy when dedupe_ttl_s is 0", function()

@@ -259,11 +259,15 @@ describe("collector C lane", function()
     H.eventually(function()
       return metric(L, 'signal_events_deduplicated_total{pipeline="' .. PK .. '"}') == dup0 + 2
     end, 5, "deduplicated counter")
-    -- the marker is the Lua path's: P sees the same key format in its own db
-    local r = assert(core.redis.connect(L_REDIS))
-    local ttl = r:call("TTL", "signal:{" .. PK .. "}:seen:" .. mid)
-    r:close()
-    assert.is_true(ttl > 86000 and ttl <= 86400)
+    -- the marker is the Lua path's: the id in the same window hash, which
+    -- lives until the end of the window after next (collector.lua dedupe_window)
+    local key, ttl = H.dedupe_marker(PK, mid, 86400, L_REDIS)
+    assert.is_truthy(key)
+    assert.is_true(ttl > 2 * 86400 - 5 and ttl <= 3 * 86400)
+    local body_p = { type = "track", event = "E", anonymousId = "a-1", messageId = uid() }
+    assert.equal(200, post(P, "/v1/t", body_p, { ["X-Pipeline-Key"] = PK }).status)
+    local key_p = H.dedupe_marker(PK, body_p.messageId, 86400, P_REDIS)
+    assert.equal(key, key_p)
   end)
 
   it("answers 503, like the Lua path, when the XADD fails inside the transaction", function()
