@@ -37,11 +37,13 @@
  */
 #include "l_core.h"
 
-#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <lauxlib.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 /* collector.lua M.MAX_DEPTH: the decoder's decode_max_depth. */
 #define MAX_DEPTH 32
@@ -56,10 +58,22 @@
 
 /* ---- output buffer ------------------------------------------------------- */
 
+#if defined(__GNUC__)
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+/* for the per-key steps, which GCC would otherwise keep out of line */
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define LIKELY(x) (x)
+#define UNLIKELY(x) (x)
+#define ALWAYS_INLINE inline
+#endif
+
 /* sg_scratch (l_core.h): the buffer the output is written into. */
 typedef struct {
+    char *buf;      /* sc's buffer and size, copied here: no indirection per write */
+    size_t n, cap;
     sg_scratch *sc;
-    size_t n;
     int bad;        /* allocation failed: the result is dropped (→ nil) */
 } out_t;
 
@@ -74,68 +88,209 @@ static int scratch_gc(lua_State *L)
 
 static void out_reserve(out_t *o, size_t need)
 {
-    if (o->bad || need <= o->sc->cap) return;
-    size_t cap = o->sc->cap ? o->sc->cap : 4096;
+    if (o->bad || need <= o->cap) return;
+    size_t cap = o->cap ? o->cap : 4096;
     while (cap < need) cap *= 2;
-    char *nb = realloc(o->sc->buf, cap);
+    char *nb = realloc(o->buf, cap);
     if (!nb) { o->bad = 1; return; }
-    o->sc->buf = nb;
-    o->sc->cap = cap;
+    o->sc->buf = o->buf = nb;
+    o->sc->cap = o->cap = cap;
+}
+
+/* Room for n more bytes → where to write them, or NULL when the buffer
+ * cannot grow. sg_event_convert reserves enough up front for all but huge
+ * ctx strings, so the test is all a write usually costs. */
+static inline char *out_room(out_t *o, size_t n)
+{
+    if (UNLIKELY(o->n + n > o->cap)) {
+        out_reserve(o, o->n + n);
+        if (o->bad) return NULL;
+    }
+    return o->buf + o->n;
+}
+
+/* memcpy for the short runs written here (keys, ids, small values): up to
+ * 16 bytes as two overlapping loads and stores instead of a libc call.
+ * Reads only s[0, n). */
+static inline void copy_bytes(char *d, const char *s, size_t n)
+{
+    if (n >= 8 && n <= 16) {
+        uint64_t a, b;
+        memcpy(&a, s, 8);
+        memcpy(&b, s + n - 8, 8);
+        memcpy(d, &a, 8);
+        memcpy(d + n - 8, &b, 8);
+    } else if (n >= 4 && n < 8) {
+        uint32_t a, b;
+        memcpy(&a, s, 4);
+        memcpy(&b, s + n - 4, 4);
+        memcpy(d, &a, 4);
+        memcpy(d + n - 4, &b, 4);
+    } else if (n < 4) {
+        if (n) { d[0] = s[0]; d[n / 2] = s[n / 2]; d[n - 1] = s[n - 1]; }
+    } else {
+        memcpy(d, s, n);
+    }
 }
 
 static inline void put(out_t *o, const void *p, size_t n)
 {
-    if (o->n + n > o->sc->cap) {
-        out_reserve(o, o->n + n);
-        if (o->bad) return;
-    }
-    memcpy(o->sc->buf + o->n, p, n);
+    char *d = out_room(o, n);
+    if (!d) return;
+    copy_bytes(d, p, n);
     o->n += n;
 }
 
-#define PUTS(o, lit) put((o), (lit), sizeof(lit) - 1)
-
-static inline void putc1(out_t *o, char c) { put(o, &c, 1); }
+static inline void putc1(out_t *o, char c)
+{
+    char *d = out_room(o, 1);
+    if (!d) return;
+    *d = c;
+    o->n++;
+}
 
 /* `"name":` — names come from the body without escapes, or are constants */
-static void put_key(out_t *o, int *first, const char *name, size_t n)
+static inline void put_key(out_t *o, int *first, const char *name, size_t n)
 {
-    if (o->n + n + 4 > o->sc->cap) {
-        out_reserve(o, o->n + n + 4);
-        if (o->bad) return;
+    char *d = out_room(o, n + 4), *d0 = d;
+    if (!d) return;
+    if (!*first) *d++ = ',';
+    *first = 0;
+    *d++ = '"';
+    copy_bytes(d, name, n);
+    d += n;
+    *d++ = '"';
+    *d++ = ':';
+    o->n += (size_t)(d - d0);
+}
+
+/* A value's bytes from the body (readable up to e) to d, where 32 bytes
+ * past the value may be overwritten: most values fit one fixed 32-byte
+ * copy, no branching on their length. */
+static inline void copy_value(char *d, const char *v, size_t vn, const char *e)
+{
+#ifdef __SSE2__
+    if (LIKELY(vn <= 32 && e - v >= 32)) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(const void *)v);
+        __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(v + 16));
+        _mm_storeu_si128((__m128i *)(void *)d, a);
+        _mm_storeu_si128((__m128i *)(void *)(d + 16), b);
+        return;
     }
-    char *d = o->sc->buf + o->n;
+#endif
+    copy_bytes(d, v, vn);
+}
+
+/* put_key, then the value's bytes as they are (v in the body, which ends
+ * at e): one room test for both, with 32 bytes to spare for copy_value.
+ * The name is readable up to nlim: most names are one 16-byte copy. */
+static inline void put_member(out_t *o, int *first, const char *name, size_t n, const char *nlim,
+                              const char *v, size_t vn, const char *e)
+{
+    char *d = out_room(o, n + vn + 4 + 32), *d0 = d;
+    if (!d) return;
+    if (!*first) *d++ = ',';
+    *first = 0;
+    *d++ = '"';
+#ifdef __SSE2__
+    if (LIKELY(n <= 16 && nlim - name >= 16))
+        _mm_storeu_si128((__m128i *)(void *)d, _mm_loadu_si128((const __m128i *)(const void *)name));
+    else
+#endif
+    copy_bytes(d, name, n);
+    d += n;
+    *d++ = '"';
+    *d++ = ':';
+    copy_value(d, v, vn, e);
+    d += vn;
+    o->n += (size_t)(d - d0);
+}
+
+/* `"name":"s"`, for strings already valid between quotes (a body string
+ * without escapes, the type hint, a time, an id) */
+static void put_str_member(out_t *o, int *first, const char *name, size_t n,
+                           const char *s, size_t sn)
+{
+    char *d = out_room(o, n + sn + 6), *d0 = d;
+    if (!d) return;
     if (!*first) *d++ = ',';
     *first = 0;
     *d++ = '"';
     memcpy(d, name, n);
     d += n;
+    memcpy(d, "\":\"", 3);
+    d += 3;
+    memcpy(d, s, sn);
+    d += sn;
     *d++ = '"';
-    *d++ = ':';
-    o->n = (size_t)(d - o->sc->buf);
+    o->n += (size_t)(d - d0);
+}
+
+/* (JSON scanning, below) */
+static const unsigned char STR_STOP[256];
+#ifdef __SSE2__
+static inline unsigned stop_mask16(__m128i x);
+#endif
+
+/* One byte of a ctx string as JSON → past what it wrote */
+static inline char *put_json_byte(char *d, unsigned char c)
+{
+    static const char HEX[] = "0123456789abcdef";
+    if (LIKELY(c >= 0x20 && c != '"' && c != '\\')) {
+        *d++ = (char)c;
+    } else if (c == '"' || c == '\\') {
+        *d++ = '\\';
+        *d++ = (char)c;
+    } else {
+        memcpy(d, "\\u00", 4);
+        d[4] = HEX[c >> 4];
+        d[5] = HEX[c & 15];
+        d += 6;
+    }
+    return d;
 }
 
 /* A ctx string (a header, a cookie) as a JSON string. Bytes >= 0x80 are
- * copied as they are, as cjson does. */
+ * copied as they are, as cjson does. Room for the worst case (every byte a
+ * \u00XX) is taken at once, so the loops only store. */
 static void put_json_string(out_t *o, const char *s, size_t n)
 {
-    static const char HEX[] = "0123456789abcdef";
-    putc1(o, '"');
-    size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
-        put(o, s + run, i - run);
-        run = i + 1;
-        if (c == '"') PUTS(o, "\\\"");
-        else if (c == '\\') PUTS(o, "\\\\");
-        else {
-            char u[6] = { '\\', 'u', '0', '0', HEX[c >> 4], HEX[c & 15] };
-            put(o, u, 6);
+    char *d = out_room(o, 6 * n + 2), *d0 = d;
+    if (!d) return;
+    const char *end = s + n;
+    *d++ = '"';
+#ifdef __SSE2__
+    /* 16 at a time up to the next byte to escape — the bytes a string scan
+     * stops at (user agents run to 100+ bytes). The store stays in the room
+     * taken: 6 per byte left, and 16 or more are left. */
+    while (end - s >= 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)s);
+        unsigned m = stop_mask16(x);
+        _mm_storeu_si128((__m128i *)(void *)d, x);
+        if (!m) {
+            s += 16;
+            d += 16;
+            continue;
         }
+        unsigned k = (unsigned)__builtin_ctz(m);
+        d = put_json_byte(d + k, (unsigned char)s[k]);
+        s += k + 1;
     }
-    put(o, s + run, n - run);
-    putc1(o, '"');
+#endif
+    /* the rest (most often all of a short string): copied as it is while
+     * testing for bytes to escape (those a string scan stops at), and
+     * written again byte by byte only when there is one */
+    size_t rest = (size_t)(end - s);
+    unsigned char any = 0;
+    for (size_t i = 0; i < rest; i++) {
+        unsigned char c = (unsigned char)s[i];
+        any |= STR_STOP[c];
+        d[i] = (char)c;
+    }
+    if (LIKELY(!any)) d += rest;
+    else while (s < end) d = put_json_byte(d, (unsigned char)*s++);
+    *d++ = '"';
+    o->n += (size_t)(d - d0);
 }
 
 /* ---- JSON scanning (lua-cjson's rules, strict side) ------------------------ */
@@ -155,10 +310,13 @@ static const unsigned char STR_STOP[256] = {
 #define IS_UPPER(c) ((unsigned char)((c) - 'A') < 26)
 #define IS_LOWER(c) ((unsigned char)((c) - 'a') < 26)
 
-/* JSON whitespace, the same four bytes cjson skips */
+/* JSON whitespace, the same four bytes cjson skips. All four are <= ' ',
+ * so in a compact body one test of the next byte decides. */
 static inline const char *ws(const char *p, const char *e)
 {
-    while (p < e && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
+    while (p < e && (unsigned char)*p <= ' ' &&
+           (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
     return p;
 }
 
@@ -177,61 +335,129 @@ static int hex4(const char *p, const char *e)
     return v;
 }
 
+#ifdef __SSE2__
+/* 0xff where first <= x < first + count: one signed compare after moving
+ * the range to the bottom (x - first + 0x80 < 0x80 + count) */
+static inline __m128i in_range16(__m128i x, char first, int count)
+{
+    return _mm_cmplt_epi8(_mm_add_epi8(x, _mm_set1_epi8((char)(0x80 - first))),
+                          _mm_set1_epi8((char)(0x80 + count)));
+}
+
+/* The STR_STOP bytes of the 16 at p, as a bit mask (bit i: p[i]). SSE2 has
+ * no unsigned compare: x <= 0x1f is min(x, 0x1f) == x. */
+static inline unsigned stop_mask16(__m128i x)
+{
+    __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('"')),
+                                            _mm_cmpeq_epi8(x, _mm_set1_epi8('\\'))),
+                               _mm_cmpeq_epi8(_mm_min_epu8(x, _mm_set1_epi8(0x1f)), x));
+    return (unsigned)_mm_movemask_epi8(hit);
+}
+#endif
+
+/* The first byte in [p, e) a string scan must stop at (STR_STOP), or e.
+ * Strings are most of a body's bytes. */
+static inline const char *find_stop(const char *p, const char *e)
+{
+#ifdef __SSE2__
+    /* 16 bytes at a time, with unaligned loads only while 16 remain: never
+     * a read past e */
+    while (e - p >= 16) {
+        unsigned m = stop_mask16(_mm_loadu_si128((const __m128i *)(const void *)p));
+        if (m) return p + __builtin_ctz(m);
+        p += 16;
+    }
+#endif
+    /* 8 bytes at a time while none is '"', '\\' or < 0x20 (the classic
+     * has-zero-byte / has-less-than word tricks) */
+    while (e - p >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+        uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+        uint64_t hit = (((q - ones) & ~q) | ((b - ones) & ~b) | (w - ones * 0x20)) & ~w & high;
+        if (hit) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            /* the lowest flagged byte is always a real hit (borrows only
+             * run upwards): jump straight to it */
+            p += __builtin_ctzll(hit) >> 3;
+#endif
+            break;
+        }
+        p += 8;
+    }
+    while (p < e && !STR_STOP[(unsigned char)*p]) p++;
+    return p;
+}
+
+/* p at a '\\' inside a string → just after its escape, or NULL for what
+ * cjson refuses (bad escape, lone surrogate, end of input). Out of line:
+ * most strings have no escape. */
+static const char *scan_escape(const char *p, const char *e)
+{
+    if (e - p < 2) return NULL;
+    switch (p[1]) {
+    case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+        return p + 2;
+    case 'u': {
+        /* cjson's json_append_unicode_escape: a high surrogate must be
+         * followed by an escaped low one; a low one alone is an error */
+        int cp = hex4(p + 2, e);
+        if (cp < 0) return NULL;
+        if ((cp & 0xF800) == 0xD800) {
+            if (cp & 0x400) return NULL;
+            if (e - p < 12 || p[6] != '\\' || p[7] != 'u') return NULL;
+            int lo = hex4(p + 8, e);
+            if (lo < 0 || (lo & 0xFC00) != 0xDC00) return NULL;
+            return p + 12;
+        }
+        return p + 6;
+    }
+    default:
+        return NULL;
+    }
+}
+
 /* p just after the opening quote → the closing quote, or NULL for what
  * cjson refuses (bad escape, lone surrogate, end of input) and for raw
  * control characters. *esc is set when the string holds any escape. */
-static const char *scan_string(const char *p, const char *e, int *esc)
+static inline const char *scan_string(const char *p, const char *e, int *esc)
 {
     for (;;) {
-        /* 8 bytes at a time while none is '"', '\\' or < 0x20 (the classic
-         * has-zero-byte / has-less-than word tricks): strings are most of a
-         * body's bytes */
-        while (e - p >= 8) {
-            uint64_t w;
-            memcpy(&w, p, 8);
-            const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
-            uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
-            uint64_t hit = (((q - ones) & ~q) | ((b - ones) & ~b) | (w - ones * 0x20)) & ~w & high;
-            if (hit) {
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-                /* the lowest flagged byte is always a real hit (borrows
-                 * only run upwards): jump straight to it */
-                p += __builtin_ctzll(hit) >> 3;
-#endif
-                break;
-            }
-            p += 8;
-        }
-        while (p < e && !STR_STOP[(unsigned char)*p]) p++;
-        if (p >= e) return NULL;
-        if (*p == '"') return p;
+        p = find_stop(p, e);
+        if (UNLIKELY(p >= e)) return NULL;
+        if (LIKELY(*p == '"')) return p;
         if (*p != '\\') return NULL;            /* control character */
         *esc = 1;
-        if (e - p < 2) return NULL;
-        switch (p[1]) {
-        case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
-            p += 2;
-            break;
-        case 'u': {
-            /* cjson's json_append_unicode_escape: a high surrogate must be
-             * followed by an escaped low one; a low one alone is an error */
-            int cp = hex4(p + 2, e);
-            if (cp < 0) return NULL;
-            if ((cp & 0xF800) == 0xD800) {
-                if (cp & 0x400) return NULL;
-                if (e - p < 12 || p[6] != '\\' || p[7] != 'u') return NULL;
-                int lo = hex4(p + 8, e);
-                if (lo < 0 || (lo & 0xFC00) != 0xDC00) return NULL;
-                p += 12;
-            } else {
-                p += 6;
-            }
-            break;
-        }
-        default:
-            return NULL;
-        }
+        if (!(p = scan_escape(p, e))) return NULL;
     }
+}
+
+/* A key: p just after the opening quote → its first STR_STOP byte (the
+ * closing quote unless the key is one read_key refuses), or e. *upper: the
+ * key has an upper-case letter, i.e. snake() may change it. One pass finds
+ * both. */
+static ALWAYS_INLINE const char *scan_key(const char *p, const char *e, int *upper)
+{
+    int up = 0;
+#ifdef __SSE2__
+    while (e - p >= 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+        unsigned m = stop_mask16(x);
+        unsigned u = (unsigned)_mm_movemask_epi8(in_range16(x, 'A', 26));
+        if (m) {
+            /* upper-case letters before the first stop byte only */
+            *upper = up | ((u & ((m & -m) - 1)) != 0);
+            return p + __builtin_ctz(m);
+        }
+        up |= u != 0;
+        p += 16;
+    }
+#endif
+    const char *q = find_stop(p, e);
+    for (; p < q && !up; p++) up = IS_UPPER(*p);
+    *upper = up;
+    return q;
 }
 
 /* A strict RFC 8259 number → its end, or NULL. cjson takes more ("1.",
@@ -290,37 +516,54 @@ static const char *scan_literal(const char *p, const char *e, const char *lit, s
 
 /* Every object and array walk below shares these two steps. */
 
-/* After a member's key: the ':' and the value's first byte, or NULL. */
-static const char *member_value(const char *p, const char *e)
+/* After a member's key: the ':' and the value's first byte, or NULL. A
+ * compact body (no whitespace: ':' then the value) takes the first test. */
+static inline const char *member_value(const char *p, const char *e)
 {
+    if (LIKELY(e - p >= 2 && p[0] == ':' && (unsigned char)p[1] > ' ')) return p + 1;
     p = ws(p, e);
-    if (p >= e || *p != ':') return NULL;
+    if (UNLIKELY(p >= e || *p != ':')) return NULL;
     return ws(p + 1, e);
 }
 
 /* After a value inside a container closed by `close`: a ',' → the next
- * element's start (*more = 1); `close` → just past it (*more = 0); else NULL. */
-static const char *next_element(const char *p, const char *e, char close, int *more)
+ * element's start (*more = 1); `close` → just past it (*more = 0); else NULL.
+ * The first test takes the compact case, ',' then the next element. */
+static inline const char *next_element(const char *p, const char *e, char close, int *more)
 {
+    if (LIKELY(e - p >= 2 && p[0] == ',' && (unsigned char)p[1] > ' ')) {
+        *more = 1;
+        return p + 1;
+    }
     p = ws(p, e);
-    if (p >= e) return NULL;
+    if (UNLIKELY(p >= e)) return NULL;
     if (*p == close) { *more = 0; return p + 1; }
-    if (*p != ',') return NULL;
+    if (UNLIKELY(*p != ',')) return NULL;
     *more = 1;
     return ws(p + 1, e);
 }
 
+static const char *skip_other(const char *p, const char *e, int depth);
+
 /* Validates one value inside a container at `depth` (the body's object is
  * depth 1) → its end, or NULL. A container nested deeper than MAX_DEPTH is
- * refused, as decode_max_depth(32) refuses it. */
-static const char *skip_value(const char *p, const char *e, int depth)
+ * refused, as decode_max_depth(32) refuses it. Strings, the most common
+ * value, are scanned inline; the rest is skip_other's. */
+static inline const char *skip_value(const char *p, const char *e, int depth)
+{
+    if (LIKELY(p < e && *p == '"')) {
+        int esc = 0;
+        p = scan_string(p + 1, e, &esc);
+        return p ? p + 1 : NULL;
+    }
+    return skip_other(p, e, depth);
+}
+
+static const char *skip_other(const char *p, const char *e, int depth)
 {
     if (p >= e) return NULL;
     int esc = 0;
     switch (*p) {
-    case '"':
-        p = scan_string(p + 1, e, &esc);
-        return p ? p + 1 : NULL;
     case '{':
         if (depth + 1 > MAX_DEPTH) return NULL;
         p = ws(p + 1, e);
@@ -359,96 +602,146 @@ static inline int is_null(const char *p, const char *e)
 /* event.lua snake(): gsub("([%l%d])(%u)", "%1_%2"), then
  * lower(gsub(r, "(%u)(%u%l)", "%1_%2")). Neither pattern's matches can
  * overlap (a match ends in an upper-case letter resp. a lower-case one that
- * cannot start the next), so each is a local rule per position. LuaJIT's
+ * cannot start the next), so each is a local rule per position. They also
+ * never meet: the first inserts after a lower-case letter or digit, the
+ * second after an upper-case letter, and the '_' the first inserts is no
+ * letter, so the second pass sees the same letter triples in the original
+ * key. Hence one pass over the key, both rules at each position. LuaJIT's
  * classes and lower() are ASCII-only whatever the locale: bytes >= 0x80 are
- * neither case, as here. Each pass inserts at most one '_' per upper-case
- * letter, and never twice at one spot: out needs 2n bytes. */
+ * neither case, as here. At most one '_' per upper-case letter: out needs
+ * 2n bytes. read_key calls it only for keys with an upper-case letter. */
 static size_t snake(const char *s, size_t n, char *out)
 {
-    size_t i;
-    for (i = 0; i < n && !IS_UPPER(s[i]); i++) {}
-    if (i == n) {                       /* nothing to convert (the common case) */
-        memcpy(out, s, n);
-        return n;
-    }
-    char tmp[2 * MAX_KEY_LEN];
-    size_t t = 0, m = 0;
-    for (i = 0; i < n; i++) {
-        tmp[t++] = s[i];
-        if (i + 1 < n && (IS_LOWER(s[i]) || IS_DIGIT(s[i])) && IS_UPPER(s[i + 1])) tmp[t++] = '_';
-    }
-    for (i = 0; i < t; i++) {
-        char c = tmp[i];
-        out[m++] = IS_UPPER(c) ? (char)(c + 32) : c;
-        if (i + 2 < t && IS_UPPER(c) && IS_UPPER(tmp[i + 1]) && IS_LOWER(tmp[i + 2])) out[m++] = '_';
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        int up = IS_UPPER(c);
+        out[m++] = up ? (char)(c + 32) : c;
+        if (i + 1 < n && IS_UPPER(s[i + 1]) &&
+            (up ? i + 2 < n && IS_LOWER(s[i + 2]) : IS_LOWER(c) || IS_DIGIT(c)))
+            out[m++] = '_';
     }
     return m;
 }
 
+#ifdef __SSE2__
+/* snake() for a key of at most 16 bytes with 16 readable at s: both rules
+ * as bit masks over one load (bit i of `ins`: a '_' goes after byte i), the
+ * lower-casing as one add. */
+static size_t snake16(const char *s, size_t n, char *out)
+{
+    __m128i x = _mm_loadu_si128((const __m128i *)(const void *)s);
+    __m128i upv = in_range16(x, 'A', 26);
+    unsigned valid = (1u << n) - 1;
+    unsigned up = (unsigned)_mm_movemask_epi8(upv) & valid;
+    unsigned lo = (unsigned)_mm_movemask_epi8(in_range16(x, 'a', 26)) & valid;
+    unsigned dg = (unsigned)_mm_movemask_epi8(in_range16(x, '0', 10)) & valid;
+    /* gsub("([%l%d])(%u)") and gsub("(%u)(%u%l)"): after byte i when ... */
+    unsigned ins = ((lo | dg) & up >> 1) | (up & up >> 1 & lo >> 2);
+    /* the lower-cased key, then each run up to a '_' as one 16-byte copy
+     * (out has 16 bytes to spare, see keyset_t) */
+    char low[32];
+    _mm_storeu_si128((__m128i *)(void *)low, _mm_add_epi8(x, _mm_and_si128(upv, _mm_set1_epi8(0x20))));
+    _mm_storeu_si128((__m128i *)(void *)(low + 16), _mm_setzero_si128());
+    size_t m = 0, from = 0;
+    for (; ins; ins &= ins - 1) {
+        size_t i = (size_t)__builtin_ctz(ins) + 1;
+        _mm_storeu_si128((__m128i *)(void *)(out + m), _mm_loadu_si128((const __m128i *)(const void *)(low + from)));
+        m += i - from;
+        out[m++] = '_';
+        from = i;
+    }
+    _mm_storeu_si128((__m128i *)(void *)(out + m), _mm_loadu_si128((const __m128i *)(const void *)(low + from)));
+    return m + n - from;
+}
+#endif
+
 /* The converted names of one object, to refuse duplicates: a repeated key
  * (cjson keeps the last) and two spellings of one name (userId + user_id:
- * normalize's put() lets camelCase win) both go the Lua way. */
+ * normalize's put() lets camelCase win) both go the Lua way. A name without
+ * upper-case letters is its key (snake() keeps it): it points into the body
+ * and only converted names are written to chars. `used` still counts every
+ * name, converted or not, so that the limit below refuses the same bodies
+ * whichever names needed the copy. */
 typedef struct {
     int n;
     size_t used;
+    uint64_t seen;              /* one bit per fingerprint class, see read_key */
     uint32_t hash[MAX_KEYS];
-    uint16_t off[MAX_KEYS], len[MAX_KEYS];
-    char chars[KEYSET_CHARS];
+    uint16_t len[MAX_KEYS];
+    const char *name[MAX_KEYS];
+    char chars[KEYSET_CHARS + 16];  /* + snake16()'s spare bytes */
 } keyset_t;
+
+static inline void keyset_init(keyset_t *ks)
+{
+    ks->n = 0;
+    ks->used = 0;
+    ks->seen = 0;
+}
 
 /* Reads the key at p (the opening quote), converts it and remembers it.
  * → just after the closing quote, or NULL: escapes, over-long, a duplicate,
- * too many keys. Sets name, nlen (the converted name) and raw, rlen (the key
- * as sent). */
-static const char *read_key(keyset_t *ks, const char *p, const char *e,
-                            const char **raw, size_t *rlen, const char **name, size_t *nlen)
+ * too many keys. Sets name, nlen (the converted name), nlim (the name is
+ * readable up to there, for put_member) and raw, rlen (the key as sent). */
+static ALWAYS_INLINE const char *read_key(keyset_t *ks, const char *p, const char *e,
+                                          const char **raw, size_t *rlen, const char **name,
+                                          size_t *nlen, const char **nlim)
 {
-    if (p >= e || *p != '"') return NULL;
-    int esc = 0;
+    if (UNLIKELY(p >= e || *p != '"')) return NULL;
     const char *k = p + 1;
-    const char *q = scan_string(k, e, &esc);
-    if (!q || esc) return NULL;
+    int upper;
+    const char *q = scan_key(k, e, &upper);
+    /* stopped anywhere but at the closing quote: an escape (refused in keys),
+     * a control character or the end */
+    if (UNLIKELY(q >= e || *q != '"')) return NULL;
     size_t kn = (size_t)(q - k);
-    if (kn > MAX_KEY_LEN || ks->n >= MAX_KEYS || ks->used + 2 * kn > KEYSET_CHARS) return NULL;
-    char *dst = ks->chars + ks->used;
-    size_t sn = snake(k, kn, dst);
-    /* a cheap fingerprint (length, first, middle, last byte) screens the
-     * comparisons; memcmp decides */
-    uint32_t h = sn ? ((uint32_t)sn << 24 | (uint32_t)(unsigned char)dst[0] << 16 |
-                       (uint32_t)(unsigned char)dst[sn / 2] << 8 | (unsigned char)dst[sn - 1]) : 0;
-    for (int i = 0; i < ks->n; i++) {
-        if (ks->hash[i] == h && ks->len[i] == sn && memcmp(ks->chars + ks->off[i], dst, sn) == 0)
-            return NULL;
+    if (UNLIKELY(kn > MAX_KEY_LEN || ks->n >= MAX_KEYS || ks->used + 2 * kn > KEYSET_CHARS))
+        return NULL;
+    const char *nm = k, *lim = e;
+    size_t sn = kn;
+    if (upper) {
+        char *dst = ks->chars + ks->used;
+#ifdef __SSE2__
+        if (kn <= 16 && e - k >= 16) sn = snake16(k, kn, dst);
+        else
+#endif
+        sn = snake(k, kn, dst);
+        nm = dst;
+        lim = ks->chars + sizeof ks->chars;
     }
+    /* a cheap fingerprint (length, first and last byte) screens the
+     * comparisons, memcmp decides; `seen` (a bit per fingerprint class, 64
+     * classes for a dozen names) skips the whole loop for most names */
+    uint32_t h = sn ? ((uint32_t)sn << 16 | (uint32_t)(unsigned char)nm[0] << 8 |
+                       (unsigned char)nm[sn - 1]) : 0;
+    uint64_t bit = 1ull << ((uint32_t)(h * 0x9E3779B1u) >> 26);
+    if (ks->seen & bit) {
+        for (int i = 0; i < ks->n; i++) {
+            if (ks->hash[i] == h && ks->len[i] == sn && memcmp(ks->name[i], nm, sn) == 0)
+                return NULL;
+        }
+    }
+    ks->seen |= bit;
     ks->hash[ks->n] = h;
-    ks->off[ks->n] = (uint16_t)ks->used;
     ks->len[ks->n] = (uint16_t)sn;
+    ks->name[ks->n] = nm;
     ks->n++;
     ks->used += sn;
     *raw = k;
     *rlen = kn;
-    *name = dst;
+    *name = nm;
     *nlen = sn;
+    *nlim = lim;
     return q + 1;
 }
 
 /* s[0..n) equals the string literal lit (its length known at compile time) */
 #define NAME_IS(s, n, lit) ((n) == sizeof(lit) - 1 && memcmp((s), (lit), sizeof(lit) - 1) == 0)
 
-typedef struct {
-    const char *name;
-    size_t len;
-    int id;
-} name_t;
-
-#define N(lit, id) { lit, sizeof(lit) - 1, id }
-
-static int lookup(const name_t *t, size_t count, const char *s, size_t n)
-{
-    for (size_t i = 0; i < count; i++)
-        if (t[i].len == n && t[i].name[0] == s[0] && memcmp(t[i].name, s, n) == 0) return t[i].id;
-    return 0;
-}
+/* In the name lookups below: s (of the length the switch chose) equals the
+ * literal. Constant-length memcmp compiles to a few integer compares. */
+#define IS(lit, id) if (memcmp(s, lit, sizeof(lit) - 1) == 0) return id
 
 /* top-level names with a rule of their own (after conversion) */
 enum {
@@ -457,30 +750,52 @@ enum {
     F_PROPERTIES, F_DROP, F_REFUSE,
 };
 
-static const name_t TOP_FIELDS[] = {
-    N("context", F_CONTEXT), N("type", F_TYPE), N("event", F_EVENT), N("name", F_NAME),
-    N("user_id", F_USER_ID), N("anonymous_id", F_ANONYMOUS_ID), N("group_id", F_GROUP_ID),
-    N("previous_id", F_PREVIOUS_ID), N("canonical_id", F_CANONICAL_ID),
-    N("message_id", F_MESSAGE_ID), N("timestamp", F_TIMESTAMP), N("sent_at", F_SENT_AT),
-    N("original_timestamp", F_ORIGINAL_TIMESTAMP), N("properties", F_PROPERTIES),
-    /* event.lua DROP: never taken from the message */
-    N("write_key", F_DROP), N("pipeline_key", F_DROP), N("partner_attrs", F_DROP),
-    N("identity", F_DROP), N("received_at", F_DROP),
-    /* traits: identity.linking_keys and the identify merge need the Lua
-     * path. batch: the collector's /v1/events takes the body for a batch. */
-    N("traits", F_REFUSE), N("batch", F_REFUSE),
-};
+/* Marks: DROP — event.lua DROP, never taken from the message (write_key,
+ * pipeline_key, partner_attrs, identity, received_at). REFUSE — traits:
+ * identity.linking_keys and the identify merge need the Lua path; batch:
+ * the collector's /v1/events takes the body for a batch. */
+static inline int top_field(const char *s, size_t n)
+{
+    switch (n) {
+    case 4: IS("type", F_TYPE); IS("name", F_NAME); break;
+    case 5: IS("event", F_EVENT); IS("batch", F_REFUSE); break;
+    case 6: IS("traits", F_REFUSE); break;
+    case 7: IS("context", F_CONTEXT); IS("user_id", F_USER_ID); IS("sent_at", F_SENT_AT); break;
+    case 8: IS("group_id", F_GROUP_ID); IS("identity", F_DROP); break;
+    case 9: IS("timestamp", F_TIMESTAMP); IS("write_key", F_DROP); break;
+    case 10: IS("message_id", F_MESSAGE_ID); IS("properties", F_PROPERTIES); break;
+    case 11: IS("previous_id", F_PREVIOUS_ID); IS("received_at", F_DROP); break;
+    case 12:
+        IS("anonymous_id", F_ANONYMOUS_ID); IS("canonical_id", F_CANONICAL_ID);
+        IS("pipeline_key", F_DROP);
+        break;
+    case 13: IS("partner_attrs", F_DROP); break;
+    case 18: IS("original_timestamp", F_ORIGINAL_TIMESTAMP); break;
+    }
+    return F_OTHER;
+}
 
 /* context names with a rule of their own (after conversion) */
 enum { C_OTHER, C_NESTED, C_TRAITS, C_IP, C_USER_AGENT };
 
-static const name_t CONTEXT_FIELDS[] = {
-    /* event.lua CONTEXT_NESTED: context objects whose keys are converted too */
-    N("page", C_NESTED), N("campaign", C_NESTED), N("screen", C_NESTED), N("library", C_NESTED),
-    N("session", C_NESTED), N("device", C_NESTED), N("os", C_NESTED), N("geo", C_NESTED),
-    N("vendor_ids", C_NESTED),
-    N("traits", C_TRAITS), N("ip", C_IP), N("user_agent", C_USER_AGENT),
-};
+/* C_NESTED: event.lua CONTEXT_NESTED, context objects whose keys are
+ * converted too (page, campaign, screen, library, session, device, os, geo,
+ * vendor_ids) */
+static inline int context_field(const char *s, size_t n)
+{
+    switch (n) {
+    case 2: IS("os", C_NESTED); IS("ip", C_IP); break;
+    case 3: IS("geo", C_NESTED); break;
+    case 4: IS("page", C_NESTED); break;
+    case 6: IS("screen", C_NESTED); IS("device", C_NESTED); IS("traits", C_TRAITS); break;
+    case 7: IS("library", C_NESTED); IS("session", C_NESTED); break;
+    case 8: IS("campaign", C_NESTED); break;
+    case 10: IS("vendor_ids", C_NESTED); IS("user_agent", C_USER_AGENT); break;
+    }
+    return C_OTHER;
+}
+
+#undef IS
 
 /* ---- time ---------------------------------------------------------------- */
 
@@ -499,15 +814,37 @@ static int valid_iso8601(const char *s, size_t n)
 {
     static const int MDAYS[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
     if (n < 20) return 0;
+#ifdef __SSE2__
+    /* "YYYY-MM-DDThh:mm:ss" in two overlapping 16-byte loads (s[0, 16) and
+     * s[3, 19), inside s as n >= 20): each byte XOR its PAT byte must be at
+     * most its LIM byte — 9 for a digit (c ^ '0' <= 9 exactly for '0'..'9'),
+     * 0 for a separator (equal) */
+    static const char PAT[19] = "0000-00-00T00:00:00";
+    static const unsigned char LIM[19] = { 9, 9, 9, 9, 0, 9, 9, 0, 9, 9, 0, 9, 9, 0, 9, 9, 0, 9, 9 };
+    __m128i a = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)s),
+                              _mm_loadu_si128((const __m128i *)(const void *)PAT));
+    __m128i b = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(const void *)(s + 3)),
+                              _mm_loadu_si128((const __m128i *)(const void *)(PAT + 3)));
+    __m128i la = _mm_loadu_si128((const __m128i *)(const void *)LIM);
+    __m128i lb = _mm_loadu_si128((const __m128i *)(const void *)(LIM + 3));
+    __m128i ok = _mm_and_si128(_mm_cmpeq_epi8(_mm_max_epu8(a, la), la),
+                               _mm_cmpeq_epi8(_mm_max_epu8(b, lb), lb));
+    if (_mm_movemask_epi8(ok) != 0xFFFF) return 0;
+#else
     if (!all_digits(s, 4) || s[4] != '-' || !all_digits(s + 5, 2) || s[7] != '-' ||
         !all_digits(s + 8, 2) || s[10] != 'T' || !all_digits(s + 11, 2) || s[13] != ':' ||
         !all_digits(s + 14, 2) || s[16] != ':' || !all_digits(s + 17, 2))
         return 0;
-    int y = dig2(s) * 100 + dig2(s + 2), mo = dig2(s + 5), d = dig2(s + 8);
+#endif
+    int mo = dig2(s + 5), d = dig2(s + 8);
     int h = dig2(s + 11), mi = dig2(s + 14), se = dig2(s + 17);
     if (mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || se > 60) return 0;
-    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    if (d > MDAYS[mo - 1] && !(mo == 2 && d == 29 && leap)) return 0;
+    if (d > MDAYS[mo - 1]) {
+        /* Feb 29, in leap years only */
+        int y = dig2(s) * 100 + dig2(s + 2);
+        int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        if (!(mo == 2 && d == 29 && leap)) return 0;
+    }
     size_t i = 19;
     if (s[i] == '.') {
         size_t j = ++i;
@@ -527,12 +864,15 @@ static int valid_iso8601(const char *s, size_t n)
 static int format_iso8601(double t, char out[24])
 {
     if (!(t >= 0 && t < 253402300799.0)) return 0;
-    double sec = floor(t);
+    /* floor() of these non-negative values below 2^63 is truncation: a
+     * conversion to integer and back, exact, and cheaper than floor()
+     * without SSE4.1's roundsd */
+    double sec = (double)(long long)t;
     /* volatile: a multiply-add fused into one FMA (GCC's default
      * -ffp-contract=fast, on an FMA-capable -march) could round differently
      * from LuaJIT's two operations */
     volatile double scaled = (t - sec) * 1000;
-    double ms = floor(scaled + 0.5);
+    double ms = (double)(long long)(scaled + 0.5);
     if (ms >= 1000) { sec += 1; ms -= 1000; }
     long long s = (long long)sec;
     long long z = s / 86400, sod = s % 86400;
@@ -547,16 +887,19 @@ static int format_iso8601(double t, char out[24])
     int y = (int)(yoe + era * 400 + (m <= 2));
     if (y > 9999) return 0;
     int hh = (int)(sod / 3600), mi = (int)(sod / 60 % 60), ss = (int)(sod % 60), msi = (int)ms;
+    /* two digits at a time from a table: fewer divisions */
+    static const char D2[201] =
+        "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+        "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+        "8081828384858687888990919293949596979899";
     char *p = out;
-    *p++ = (char)('0' + y / 1000); *p++ = (char)('0' + y / 100 % 10);
-    *p++ = (char)('0' + y / 10 % 10); *p++ = (char)('0' + y % 10); *p++ = '-';
-    *p++ = (char)('0' + m / 10); *p++ = (char)('0' + m % 10); *p++ = '-';
-    *p++ = (char)('0' + d / 10); *p++ = (char)('0' + d % 10); *p++ = 'T';
-    *p++ = (char)('0' + hh / 10); *p++ = (char)('0' + hh % 10); *p++ = ':';
-    *p++ = (char)('0' + mi / 10); *p++ = (char)('0' + mi % 10); *p++ = ':';
-    *p++ = (char)('0' + ss / 10); *p++ = (char)('0' + ss % 10); *p++ = '.';
-    *p++ = (char)('0' + msi / 100); *p++ = (char)('0' + msi / 10 % 10);
-    *p++ = (char)('0' + msi % 10); *p++ = 'Z';
+    memcpy(p, D2 + 2 * (y / 100), 2); memcpy(p + 2, D2 + 2 * (y % 100), 2); p[4] = '-';
+    memcpy(p + 5, D2 + 2 * m, 2); p[7] = '-';
+    memcpy(p + 8, D2 + 2 * d, 2); p[10] = 'T';
+    memcpy(p + 11, D2 + 2 * hh, 2); p[13] = ':';
+    memcpy(p + 14, D2 + 2 * mi, 2); p[16] = ':';
+    memcpy(p + 17, D2 + 2 * ss, 2); p[19] = '.';
+    p[20] = (char)('0' + msi / 100); memcpy(p + 21, D2 + 2 * (msi % 100), 2); p[23] = 'Z';
     return 1;
 }
 
@@ -585,21 +928,19 @@ static const char *convert_nested(job_t *j, const char *p)
 {
     const char *e = j->e;
     keyset_t ks;
-    ks.n = 0;
-    ks.used = 0;
+    keyset_init(&ks);
     int first = 1;
     putc1(&j->o, '{');
     p = ws(p + 1, e);
     if (p < e && *p == '}') { putc1(&j->o, '}'); return p + 1; }
     for (int more = 1; more; ) {
-        const char *raw, *name, *v;
+        const char *raw, *name, *nlim, *v;
         size_t rlen, nlen;
-        p = read_key(&ks, p, e, &raw, &rlen, &name, &nlen);
+        p = read_key(&ks, p, e, &raw, &rlen, &name, &nlen, &nlim);
         if (!p || !(v = member_value(p, e))) return NULL;
         p = skip_value(v, e, 3);
         if (!p) return NULL;
-        put_key(&j->o, &first, name, nlen);
-        put(&j->o, v, (size_t)(p - v));
+        put_member(&j->o, &first, name, nlen, nlim, v, (size_t)(p - v), e);
         if (!(p = next_element(p, e, '}', &more))) return NULL;
     }
     putc1(&j->o, '}');
@@ -615,8 +956,7 @@ static const char *convert_context(job_t *j, const char *p)
 {
     const char *e = j->e;
     keyset_t ks;
-    ks.n = 0;
-    ks.used = 0;
+    keyset_init(&ks);
     int first = 1, has_ip = 0, has_ua = 0;
     putc1(&j->o, '{');
     if (p) p = ws(p + 1, e);
@@ -626,12 +966,12 @@ static const char *convert_context(job_t *j, const char *p)
         p++;
     } else {
         for (int more = 1; more; ) {
-            const char *raw, *name, *v;
+            const char *raw, *name, *nlim, *v;
             size_t rlen, nlen;
-            p = read_key(&ks, p, e, &raw, &rlen, &name, &nlen);
+            p = read_key(&ks, p, e, &raw, &rlen, &name, &nlen, &nlim);
             if (!p || !(v = member_value(p, e))) return NULL;
             int emit = 1;
-            int f = lookup(CONTEXT_FIELDS, sizeof CONTEXT_FIELDS / sizeof CONTEXT_FIELDS[0], name, nlen);
+            int f = context_field(name, nlen);
             if (f == C_TRAITS) {
                 /* context.traits feeds linking_keys: Lua path (null is inert) */
                 if (!is_null(v, e)) return NULL;
@@ -647,10 +987,7 @@ static const char *convert_context(job_t *j, const char *p)
                 p = convert_nested(j, v);
             } else {
                 p = skip_value(v, e, 2);
-                if (p && emit) {
-                    put_key(&j->o, &first, name, nlen);
-                    put(&j->o, v, (size_t)(p - v));
-                }
+                if (p && emit) put_member(&j->o, &first, name, nlen, nlim, v, (size_t)(p - v), e);
             }
             if (!p || !(p = next_element(p, e, '}', &more))) return NULL;
         }
@@ -730,6 +1067,8 @@ int sg_event_convert(sg_scratch *sc, const char *body, size_t blen,
     j.server_side = ctx->server_side;
     j.e = body + blen;
     j.o.sc = sc;
+    j.o.buf = sc->buf;
+    j.o.cap = sc->cap;
     j.o.n = 0;
     j.o.bad = 0;
     /* Enough for every case but huge ctx strings: body bytes are copied at
@@ -740,8 +1079,7 @@ int sg_event_convert(sg_scratch *sc, const char *body, size_t blen,
 
     const char *e = j.e;
     keyset_t ks;
-    ks.n = 0;
-    ks.used = 0;
+    keyset_init(&ks);
     int first = 1;
     int type = 0, has_event_text = 0, has_user = 0, has_anon = 0, has_body_cid = 0;
     int has_timestamp = 0, has_original = 0, has_context = 0, dedupe = 0, any_cred = 0;
@@ -758,15 +1096,15 @@ int sg_event_convert(sg_scratch *sc, const char *body, size_t blen,
     p = ws(p + 1, e);
     if (p < e && *p == '}') return 0;          /* {}: no type, no ids */
     for (int more = 1; more; ) {
-        const char *raw, *name, *v, *mstart0 = p;
+        const char *raw, *name, *nlim, *v, *mstart0 = p;
         size_t rlen, nlen;
-        p = read_key(&ks, p, e, &raw, &rlen, &name, &nlen);
+        p = read_key(&ks, p, e, &raw, &rlen, &name, &nlen, &nlim);
         if (!p || !(v = member_value(p, e))) return 0;
         int cred = credential_key(raw, rlen);
         if (cred) any_cred = 1;
         if (cred == K_PIPELINE_KEY) pk_val = v;
         else if (cred == K_WRITE_KEY) wk_val = v;
-        int f = lookup(TOP_FIELDS, sizeof TOP_FIELDS / sizeof TOP_FIELDS[0], name, nlen);
+        int f = top_field(name, nlen);
         if (f == F_REFUSE) return 0;
 
         if (f == F_CONTEXT && v < e && *v == '{') {
@@ -775,11 +1113,24 @@ int sg_event_convert(sg_scratch *sc, const char *body, size_t blen,
             p = convert_context(&j, v);
             if (!p) return 0;
         } else {
-            p = skip_value(v, e, 1);
-            if (!p) return 0;
-            size_t vlen = (size_t)(p - v);
+            /* a string value is scanned here, once: the rules below need
+             * its bytes, and whether it is plain (escape-free) */
             const char *s = NULL;
             size_t sn = 0;
+            int plain = 0;
+            if (v < e && *v == '"') {
+                int esc = 0;
+                const char *q = scan_string(v + 1, e, &esc);
+                if (!q) return 0;
+                p = q + 1;
+                s = v + 1;
+                sn = (size_t)(q - s);
+                plain = !esc;
+            } else {
+                p = skip_other(v, e, 1);
+                if (!p) return 0;
+            }
+            size_t vlen = (size_t)(p - v);
             /* normalize drops top-level nulls (context: null is no context)
              * and the DROP names */
             if (!is_null(v, e) && f != F_DROP) {
@@ -788,12 +1139,12 @@ int sg_event_convert(sg_scratch *sc, const char *body, size_t blen,
                 case F_CONTEXT:
                     return 0;          /* "context: must be an object" (or an array) */
                 case F_TYPE:
-                    if (!plain_string(v, p, &s, &sn) || !(type = fast_type(s, sn))) return 0;
+                    if (!plain || !(type = fast_type(s, sn))) return 0;
                     break;
                 case F_EVENT:
                     /* any value for page/screen; track checks the text below */
                     if (*v == '"') {
-                        if (!plain_string(v, p, &s, &sn)) return 0;
+                        if (!plain) return 0;
                         /* find(e, "%S"): other whitespace bytes are raw
                          * control characters, refused by the scan */
                         for (size_t i = 0; i < sn; i++)
@@ -801,12 +1152,12 @@ int sg_event_convert(sg_scratch *sc, const char *body, size_t blen,
                     }
                     break;
                 case F_NAME:
-                    if (!plain_string(v, p, &s, &sn)) return 0;
+                    if (!plain) return 0;
                     break;
                 case F_USER_ID: case F_ANONYMOUS_ID: case F_GROUP_ID: case F_PREVIOUS_ID:
                 case F_CANONICAL_ID:
                     /* ids: strings ("" = absent); numbers are the Lua path's */
-                    if (!plain_string(v, p, &s, &sn)) return 0;
+                    if (!plain) return 0;
                     if (sn == 0) emit = 0;
                     if (f == F_USER_ID) has_user = sn > 0;
                     else if (f == F_ANONYMOUS_ID) has_anon = sn > 0;
@@ -816,7 +1167,9 @@ int sg_event_convert(sg_scratch *sc, const char *body, size_t blen,
                     }
                     break;
                 case F_MESSAGE_ID:
-                    if (!plain_string(v, p, &mid, &mid_len)) return 0;
+                    if (!plain) return 0;
+                    mid = s;
+                    mid_len = sn;
                     /* collector.lua client_message_id(): only these two
                      * spellings make the id the client's */
                     dedupe = mid_len > 0 && (NAME_IS(raw, rlen, "messageId") ||
@@ -824,7 +1177,7 @@ int sg_event_convert(sg_scratch *sc, const char *body, size_t blen,
                     emit = 0;                           /* written last */
                     break;
                 case F_TIMESTAMP: case F_SENT_AT: case F_ORIGINAL_TIMESTAMP:
-                    if (!plain_string(v, p, &s, &sn) || !valid_iso8601(s, sn)) return 0;
+                    if (!plain || !valid_iso8601(s, sn)) return 0;
                     if (f == F_TIMESTAMP) has_timestamp = 1;
                     else if (f == F_ORIGINAL_TIMESTAMP) has_original = 1;
                     break;
@@ -834,10 +1187,7 @@ int sg_event_convert(sg_scratch *sc, const char *body, size_t blen,
                 default:
                     break;
                 }
-                if (emit) {
-                    put_key(&j.o, &first, name, nlen);
-                    put(&j.o, v, vlen);
-                }
+                if (emit) put_member(&j.o, &first, name, nlen, nlim, v, vlen, e);
             }
         }
         mstart[nm] = mstart0;
@@ -854,10 +1204,7 @@ int sg_event_convert(sg_scratch *sc, const char *body, size_t blen,
         if (!ht || (type && type != ht)) return 0;
         if (!type) {
             type = ht;
-            put_key(&j.o, &first, "type", 4);
-            putc1(&j.o, '"');
-            put(&j.o, hint, hint_len);
-            putc1(&j.o, '"');
+            put_str_member(&j.o, &first, "type", 4, hint, hint_len);
         }
     }
     if (!type) return 0;
@@ -869,15 +1216,9 @@ int sg_event_convert(sg_scratch *sc, const char *body, size_t blen,
      * correction is left to the Lua path. */
     if (!has_timestamp) {
         if (has_original) return 0;
-        put_key(&j.o, &first, "timestamp", 9);
-        putc1(&j.o, '"');
-        put(&j.o, received, 24);
-        putc1(&j.o, '"');
+        put_str_member(&j.o, &first, "timestamp", 9, received, 24);
     }
-    put_key(&j.o, &first, "received_at", 11);
-    putc1(&j.o, '"');
-    put(&j.o, received, 24);
-    putc1(&j.o, '"');
+    put_str_member(&j.o, &first, "received_at", 11, received, 24);
     if (cid && cid_len > 0) {
         put_key(&j.o, &first, "canonical_id", 12);
         put_json_string(&j.o, cid, cid_len);
@@ -901,9 +1242,12 @@ int sg_event_convert(sg_scratch *sc, const char *body, size_t blen,
     }
     /* a ctx key may hold anything; a body key is a plain string (body_key),
      * already valid JSON between its quotes */
-    put_key(&j.o, &first, "pipeline_key", 12);
-    if (key_from_ctx) put_json_string(&j.o, key, key_len);
-    else { putc1(&j.o, '"'); put(&j.o, key, key_len); putc1(&j.o, '"'); }
+    if (key_from_ctx) {
+        put_key(&j.o, &first, "pipeline_key", 12);
+        put_json_string(&j.o, key, key_len);
+    } else {
+        put_str_member(&j.o, &first, "pipeline_key", 12, key, key_len);
+    }
 
     if (!has_context) {
         put_key(&j.o, &first, "context", 7);
@@ -920,10 +1264,7 @@ int sg_event_convert(sg_scratch *sc, const char *body, size_t blen,
         mid = res->id_buf;
         mid_len = sizeof res->id_buf;
     }
-    put_key(&j.o, &first, "message_id", 10);
-    putc1(&j.o, '"');
-    put(&j.o, mid, mid_len);
-    putc1(&j.o, '"');
+    put_str_member(&j.o, &first, "message_id", 10, mid, mid_len);
     putc1(&j.o, '}');
     size_t ev_len = j.o.n;
 
@@ -981,17 +1322,22 @@ static int lua_new_id(void *ud, char out[36])
     return 0;
 }
 
-/* Upvalues: 1 scratch buffer (sg_scratch), 2 core.uuid. Stack: 1 body,
- * 2 ctx, then the ctx fields (CTX_*). */
+/* Upvalues: 1 scratch buffer (sg_scratch), 2 core.uuid, then the names of
+ * the ctx fields (CTX_FIELDS, as strings made once: reading a field by a
+ * name that is already a Lua string skips lua_getfield's strlen and string
+ * interning, ten times a call). Stack: 1 body, 2 ctx, then the ctx fields
+ * (CTX_*). */
 enum { CTX_PK = 3, CTX_BASIC, CTX_CID, CTX_IP, CTX_UA, CTX_RECEIVED, CTX_HINT, CTX_SERVER, CTX_SENT,
        CTX_BUFFER, CTX_COUNT = CTX_BUFFER - CTX_PK + 1 };
+#define CTX_NAME_UPVALUE 3
+
+static const char *const CTX_FIELDS[CTX_COUNT] = {
+    "pipeline_key", "basic_key", "canonical_id", "ip", "user_agent", "received_at",
+    "type_hint", "server_side", "sent_at", "buffer",
+};
 
 static int l_event_json(lua_State *L)
 {
-    static const char *const CTX_FIELDS[] = {
-        "pipeline_key", "basic_key", "canonical_id", "ip", "user_agent", "received_at",
-        "type_hint", "server_side", "sent_at", "buffer",
-    };
     size_t blen;
     const char *body = sg_tobytes(L, 1, &blen);   /* a string or a signal.buf */
     if (!body) return luaL_argerror(L, 1, "string or buffer expected");
@@ -1000,7 +1346,11 @@ static int l_event_json(lua_State *L)
     /* sg_event_convert refuses it too; checked first so that ctx is not
      * read (no __index runs) for a body that cannot pass */
     if (blen > MAX_FAST_BODY) goto fallback;
-    for (int i = 0; i < CTX_COUNT; i++) lua_getfield(L, 2, CTX_FIELDS[i]);
+    /* lua_getfield(L, 2, CTX_FIELDS[i]), metamethods included */
+    for (int i = 0; i < CTX_COUNT; i++) {
+        lua_pushvalue(L, lua_upvalueindex(CTX_NAME_UPVALUE + i));
+        lua_gettable(L, 2);
+    }
 
     int bad = 0;
     sg_event_ctx c;
@@ -1053,6 +1403,7 @@ void sg_open_event(lua_State *L)
     lua_setfield(L, -2, "__gc");
     lua_setmetatable(L, -2);
     lua_getfield(L, -2, "uuid");        /* sg_open_crypto ran first */
-    lua_pushcclosure(L, l_event_json, 2);
+    for (int i = 0; i < CTX_COUNT; i++) lua_pushstring(L, CTX_FIELDS[i]);
+    lua_pushcclosure(L, l_event_json, 2 + CTX_COUNT);
     lua_setfield(L, -2, "event_json");
 }
