@@ -57,6 +57,11 @@
 #define MAX_BUCKETS 32
 /* Requests per group commit; more in one loop turn start another group. */
 #define GROUP_MAX 512
+/* A group and its buffers (~100 KB at a few dozen requests) are kept for
+ * the next one: growing them anew each loop turn cost a realloc cascade,
+ * copies and malloc_consolidate per group. Under load about six groups
+ * are in flight at once (bench/README.md): keep that many. */
+#define SPARE_GROUPS 8
 
 static const char OK_BODY[] = "{\"success\":true}";
 static const char UNAVAILABLE_BODY[] =
@@ -218,11 +223,14 @@ struct sg_ingest {
     double last_warn;
     group_t *ready_head, *ready_tail;  /* groups to send this turn */
     group_t *live;                     /* groups not yet answered */
-    group_t *spare[2];                 /* freed groups kept for reuse (SPARE_GROUPS) */
+    group_t *spare[SPARE_GROUPS];      /* freed groups kept for reuse */
     int nspare;
     struct event *flush_ev;
     int inflight;
     sg_scratch sc;                     /* sg_event_convert output */
+    resp_t cmd;                        /* a group's lookup and marking commands, while they
+                                        * are formatted (hiredis copies them): one buffer
+                                        * for every group, not a 16 KB malloc per command */
     sg_rand_pool rand;                 /* cookie ids and message ids */
 };
 
@@ -426,10 +434,6 @@ static int origin_allowed(const lane_pipeline *p, const char *o, size_t n)
 
 /* ---- group memory -------------------------------------------------------------- */
 
-/* A group and its buffers (~100 KB at a few dozen requests) are kept for
- * the next one: growing them anew each loop turn cost a realloc cascade,
- * copies and malloc_consolidate per group. */
-#define SPARE_GROUPS 2
 
 static void group_free(group_t *g)
 {
@@ -587,34 +591,35 @@ static void send_commit(group_t *g, redisAsyncContext *ac)
         if (g->e[i].midl && l->dedupe_ttl > 0) nmark++;
     }
     if (nxadd == 0 && !g->unlink) { group_answer(g); return; }   /* every message was a duplicate */
-    /* the marking commands, formatted after the entries' data */
-    resp_t m = { 0 };
+    /* the marking commands */
+    resp_t *m = &l->cmd;
+    m->n = 0;
     if (g->unlink) {
-        R_LIT(&m, "*2\r\n$6\r\nUNLINK\r\n");
-        r_window(&m, p->dedupe, p->dedupelen, g->window - 2);
+        R_LIT(m, "*2\r\n$6\r\nUNLINK\r\n");
+        r_window(m, p->dedupe, p->dedupelen, g->window - 2);
     }
-    size_t unlink_len = m.n;
+    size_t unlink_len = m->n;
     if (nmark) {
-        r_len(&m, '*', 2 + 2 * (size_t)nmark);
-        R_LIT(&m, "$4\r\nHSET\r\n");
-        r_window(&m, p->dedupe, p->dedupelen, g->window);
+        r_len(m, '*', 2 + 2 * (size_t)nmark);
+        R_LIT(m, "$4\r\nHSET\r\n");
+        r_window(m, p->dedupe, p->dedupelen, g->window);
         for (int i = 0; i < g->n; i++) {
             entry_t *e = &g->e[i];
             if (e->dup || !e->midl) continue;
-            r_arg(&m, g->d.b + e->mid, e->midl);
-            R_LIT(&m, "$1\r\n1\r\n");
+            r_arg(m, g->d.b + e->mid, e->midl);
+            R_LIT(m, "$1\r\n1\r\n");
         }
     }
-    size_t hset_end = m.n;
+    size_t hset_end = m->n;
     if (nmark) {
         char at[24];
         size_t n = sg_put_uint(at, (uint64_t)(g->window + 3) * (uint64_t)l->dedupe_ttl);
-        R_LIT(&m, "*3\r\n$8\r\nEXPIREAT\r\n");
-        r_window(&m, p->dedupe, p->dedupelen, g->window);
-        r_arg(&m, at, n);
+        R_LIT(m, "*3\r\n$8\r\nEXPIREAT\r\n");
+        r_window(m, p->dedupe, p->dedupelen, g->window);
+        r_arg(m, at, n);
     }
-    if (m.bad) {
-        free(m.b);
+    if (m->bad) {
+        m->bad = 0;
         group_fail(g, "%s", "out of memory");
         group_answer(g);
         return;
@@ -624,16 +629,15 @@ static void send_commit(group_t *g, redisAsyncContext *ac)
     /* hiredis refuses a command only while the context closes, and then
      * every later one too: the commands already queued get NULL replies */
     int sent = send_cmd(g, ac, MULTI, sizeof MULTI - 1, on_exec) == 0;
-    if (sent && g->unlink) sent = send_cmd(g, ac, m.b, unlink_len, on_exec) == 0;
+    if (sent && g->unlink) sent = send_cmd(g, ac, m->b, unlink_len, on_exec) == 0;
     for (int i = 0; sent && i < g->n; i++) {
         entry_t *e = &g->e[i];
         if (!e->dup) sent = send_cmd(g, ac, g->d.b + e->cmd, e->xaddl, on_exec) == 0;
     }
     if (sent && nmark) {
-        sent = send_cmd(g, ac, m.b + unlink_len, hset_end - unlink_len, on_exec) == 0 &&
-               send_cmd(g, ac, m.b + hset_end, m.n - hset_end, on_exec) == 0;
+        sent = send_cmd(g, ac, m->b + unlink_len, hset_end - unlink_len, on_exec) == 0 &&
+               send_cmd(g, ac, m->b + hset_end, m->n - hset_end, on_exec) == 0;
     }
-    free(m.b);
     if (sent) sent = send_cmd(g, ac, EXEC, sizeof EXEC - 1, on_exec) == 0;
     if (!sent) {
         group_fail(g, "%s", "redis unavailable: connection is closing");
@@ -764,13 +768,14 @@ static void send_group(group_t *g)
         g->unlink = 1;
     }
 
-    /* in-group copies: a small open-addressing set of entry indexes */
+    /* in-group copies: a small open-addressing set of entry indexes (at
+     * most half full: GROUP_MAX entries in 2 * GROUP_MAX slots) */
+    int slot[2 * GROUP_MAX];
     unsigned cap = 64;
     while (cap < (unsigned)g->n * 2) cap *= 2;
-    int *slot = malloc(sizeof *slot * cap);
-    if (!slot) { group_fail(g, "%s", "out of memory"); group_answer(g); return; }
     for (unsigned i = 0; i < cap; i++) slot[i] = -1;
-    resp_t r = { 0 };
+    resp_t *r = &l->cmd;
+    r->n = 0;
     int nkeys = 0;
     for (int i = 0; i < g->n; i++) {
         entry_t *e = &g->e[i];
@@ -783,23 +788,22 @@ static void send_group(group_t *g)
             if (o->midl == e->midl && memcmp(g->d.b + o->mid, m, e->midl) == 0) { e->dup = 1; break; }
         }
     }
-    free(slot);
     if (nkeys == 0) { send_commit(g, ac); return; }
     size_t cur_end = 0;
     for (int k = 0; k < 2; k++) {
-        r_len(&r, '*', (size_t)nkeys + 2);
-        R_LIT(&r, "$5\r\nHMGET\r\n");
-        r_window(&r, p->dedupe, p->dedupelen, g->window - k);
+        r_len(r, '*', (size_t)nkeys + 2);
+        R_LIT(r, "$5\r\nHMGET\r\n");
+        r_window(r, p->dedupe, p->dedupelen, g->window - k);
         for (int i = 0; i < g->n; i++) {
             entry_t *e = &g->e[i];
-            if (e->asked) r_arg(&r, g->d.b + e->mid, e->midl);
+            if (e->asked) r_arg(r, g->d.b + e->mid, e->midl);
         }
-        if (k == 0) cur_end = r.n;
+        if (k == 0) cur_end = r->n;
     }
     g->lookups = 2;
-    int rc2 = r.bad ? -1 : send_cmd(g, ac, r.b, cur_end, on_mget);
-    if (rc2 == 0) rc2 = send_cmd(g, ac, r.b + cur_end, r.n - cur_end, on_mget);
-    free(r.b);
+    int rc2 = r->bad ? -1 : send_cmd(g, ac, r->b, cur_end, on_mget);
+    if (rc2 == 0) rc2 = send_cmd(g, ac, r->b + cur_end, r->n - cur_end, on_mget);
+    r->bad = 0;
     if (rc2 != 0) {
         group_fail(g, "%s", "redis unavailable: connection is closing");
         group_answer(g);
@@ -1046,6 +1050,7 @@ void ingest_free(worker_t *w)
     for (int i = 0; i < l->nstats; i++) free(l->stats[i].key);
     free(l->stats);
     free(l->sc.buf);
+    free(l->cmd.b);
     if (l->flush_ev) event_free(l->flush_ev);
     free(l);
     w->ingest = NULL;
