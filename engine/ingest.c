@@ -96,6 +96,7 @@ typedef struct {
     char *raw, *dedupe;                /* stream key, dedupe-window key prefix */
     size_t rawlen, dedupelen;
     long unlinked;                     /* the last window whose window - 2 was unlinked */
+    long expiring;                     /* the last window whose EXPIREAT a commit ran */
     char **origins;                    /* canonical (config.lua) */
     size_t *olens;
     int norigins;
@@ -195,6 +196,7 @@ struct group {
     int lookups;                       /* HMGET replies still to come */
     long window;                       /* dedupe window (collector.lua dedupe_window) */
     int unlink;                        /* the MULTI starts with UNLINK of window - 2 */
+    int expire;                        /* and has the window's EXPIREAT */
     int answered, failed;
     char err[200];
     struct event *timer;
@@ -578,7 +580,10 @@ static int send_cmd(group_t *g, redisAsyncContext *ac, const char *cmd, size_t l
 static void on_exec(redisAsyncContext *ac, void *reply, void *priv);
 
 /* MULTI, [UNLINK window - 2,] an XADD per new message, HSET of their ids
- * into the window + EXPIREAT, EXEC: collector.lua commit_batch */
+ * into the window [+ EXPIREAT], EXEC: collector.lua commit_batch. The
+ * EXPIREAT goes with each group until one has run in this window: a
+ * command per group (~2% of the collector's CPU) for a deadline that does
+ * not change. */
 static void send_commit(group_t *g, redisAsyncContext *ac)
 {
     static const char MULTI[] = "*1\r\n$5\r\nMULTI\r\n", EXEC[] = "*1\r\n$4\r\nEXEC\r\n";
@@ -611,7 +616,8 @@ static void send_commit(group_t *g, redisAsyncContext *ac)
         }
     }
     size_t hset_end = m->n;
-    if (nmark) {
+    g->expire = nmark && p->expiring != g->window;
+    if (g->expire) {
         char at[24];
         size_t n = sg_put_uint(at, (uint64_t)(g->window + 3) * (uint64_t)l->dedupe_ttl);
         R_LIT(m, "*3\r\n$8\r\nEXPIREAT\r\n");
@@ -624,7 +630,7 @@ static void send_commit(group_t *g, redisAsyncContext *ac)
         group_answer(g);
         return;
     }
-    g->nexec = 2 + nxadd + (g->unlink ? 1 : 0) + (nmark ? 2 : 0);
+    g->nexec = 2 + nxadd + (g->unlink ? 1 : 0) + (nmark ? 1 : 0) + (g->expire ? 1 : 0);
     g->got = 0;
     /* hiredis refuses a command only while the context closes, and then
      * every later one too: the commands already queued get NULL replies */
@@ -635,8 +641,8 @@ static void send_commit(group_t *g, redisAsyncContext *ac)
         if (!e->dup) sent = send_cmd(g, ac, g->d.b + e->cmd, e->xaddl, on_exec) == 0;
     }
     if (sent && nmark) {
-        sent = send_cmd(g, ac, m->b + unlink_len, hset_end - unlink_len, on_exec) == 0 &&
-               send_cmd(g, ac, m->b + hset_end, m->n - hset_end, on_exec) == 0;
+        sent = send_cmd(g, ac, m->b + unlink_len, hset_end - unlink_len, on_exec) == 0;
+        if (sent && g->expire) sent = send_cmd(g, ac, m->b + hset_end, m->n - hset_end, on_exec) == 0;
     }
     if (sent) sent = send_cmd(g, ac, EXEC, sizeof EXEC - 1, on_exec) == 0;
     if (!sent) {
@@ -700,6 +706,7 @@ static void on_exec(redisAsyncContext *ac, void *reply, void *priv)
                     unmark_failed(g, ac, rep);
                     break;
                 }
+            if (!g->failed && g->expire && g->p->expiring < g->window) g->p->expiring = g->window;
         }
     } else if (rep->type == REDIS_REPLY_ERROR) {   /* refused while queued: EXECABORT follows */
         group_fail(g, "%s", rep->str);

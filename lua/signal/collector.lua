@@ -182,10 +182,11 @@ end
 -- not running then. Windows follow each engine's clock: hosts a few
 -- seconds apart only blur the edges.
 local unlinked = setmetatable({}, { __mode = "k" })   -- keys_of(pk) → last window seen
+local expiring = setmetatable({}, { __mode = "k" })   -- keys_of(pk) → last window with its EXPIREAT run
 
 -- dedupe_window(keys, dttl) → current hash, previous hash, the current
--- one's EXPIREAT, and the window to UNLINK (nil unless this is the first
--- commit of a new window in this worker)
+-- one's EXPIREAT, the window to UNLINK (nil unless this is the first
+-- commit of a new window in this worker), the window's number
 local function dedupe_window(keys, dttl)
   local w = floor(now() / dttl)
   local stale
@@ -193,7 +194,7 @@ local function dedupe_window(keys, dttl)
     unlinked[keys] = w
     stale = keys.dedupe .. (w - 2)
   end
-  return keys.dedupe .. w, keys.dedupe .. (w - 1), (w + 3) * dttl, stale
+  return keys.dedupe .. w, keys.dedupe .. (w - 1), (w + 3) * dttl, stale, w
 end
 M.dedupe_window = dedupe_window
 
@@ -323,9 +324,13 @@ local function commit_batch(ctx, b, dup, win)
     end
   end
   if #cmds == 1 then return true end   -- every message was a duplicate, nothing to unlink
+  -- the EXPIREAT goes with each group until one has run in this window
+  -- (the deadline does not change): the C lane's rule too
+  local expire = false
   if mark and #mark > 2 then
     cmds[#cmds + 1] = mark
-    cmds[#cmds + 1] = { "EXPIREAT", win[1], win[3] }
+    expire = expiring[keys] ~= win[5]
+    if expire then cmds[#cmds + 1] = { "EXPIREAT", win[1], win[3] } end
   end
   cmds[#cmds + 1] = EXEC
   local exec, err, ran = transaction(ctx.redis, cmds)
@@ -333,6 +338,7 @@ local function commit_batch(ctx, b, dup, win)
     if ran then unmark_failed(ctx, cmds, ran, mids, win) end
     return nil, err
   end
+  if expire and (expiring[keys] or -1) < win[5] then expiring[keys] = win[5] end
   return true
 end
 
