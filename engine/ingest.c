@@ -436,7 +436,6 @@ static int origin_allowed(const lane_pipeline *p, const char *o, size_t n)
 
 /* ---- group memory -------------------------------------------------------------- */
 
-
 static void group_free(group_t *g)
 {
     if (g->timer) { event_free(g->timer); g->timer = NULL; }
@@ -683,7 +682,7 @@ static void unmark_failed(group_t *g, redisAsyncContext *ac, const redisReply *e
         if (e->dup) continue;
         if (exec->element[k++]->type == REDIS_REPLY_ERROR && e->midl) r_arg(&r, g->d.b + e->mid, e->midl);
     }
-    /* sent before the 503 is: the retry's MGET comes after it */
+    /* sent before the 503 is: the retry's lookups come after it */
     if (!r.bad) send_cmd(g, ac, r.b, r.n, on_unmarked);
     free(r.b);
 }
@@ -714,7 +713,7 @@ static void on_exec(redisAsyncContext *ac, void *reply, void *priv)
     if (g->got == g->nexec) group_answer(g);
 }
 
-static void on_mget(redisAsyncContext *ac, void *reply, void *priv)
+static void on_lookup(redisAsyncContext *ac, void *reply, void *priv)
 {
     group_t *g = priv;
     redisReply *rep = reply;
@@ -808,8 +807,8 @@ static void send_group(group_t *g)
         if (k == 0) cur_end = r->n;
     }
     g->lookups = 2;
-    int rc2 = r->bad ? -1 : send_cmd(g, ac, r->b, cur_end, on_mget);
-    if (rc2 == 0) rc2 = send_cmd(g, ac, r->b + cur_end, r->n - cur_end, on_mget);
+    int rc2 = r->bad ? -1 : send_cmd(g, ac, r->b, cur_end, on_lookup);
+    if (rc2 == 0) rc2 = send_cmd(g, ac, r->b + cur_end, r->n - cur_end, on_lookup);
     r->bad = 0;
     if (rc2 != 0) {
         group_fail(g, "%s", "redis unavailable: connection is closing");
