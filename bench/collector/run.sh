@@ -11,8 +11,8 @@
 # each Signal run it checks the raw stream holds every answered event (they
 # were stored, not just answered), then empties it.
 #
-#   bench/collector/run.sh                      # 3 rounds of 10 s each, 32 connections
-#   ROUNDS=5 DURATION=30s CONNECTIONS=64 bench/collector/run.sh
+#   bench/collector/run.sh                      # 5 rounds of 10 s each, 32 connections
+#   ROUNDS=9 DURATION=30s CONNECTIONS=64 bench/collector/run.sh
 #   REDIS_SOCKET=1 bench/collector/run.sh       # Signal reaches Redis over its unix socket
 #   PROCESSOR=1 bench/collector/run.sh          # let the processor run too
 #   BREAKDOWN=1 bench/collector/run.sh          # + per-layer figures (layers_app.lua)
@@ -20,7 +20,9 @@
 # Rounds: this host's speed drifts by up to a third within a minute (shared
 # vCPUs), so one nginx run then one Signal run can compare a fast minute with
 # a slow one. Each round runs both back to back; the summary is the median
-# of the rounds' ratios.
+# of the rounds' ratios. Five by default: three-round medians of one build
+# ranged 1.39–1.47× where five- and nine-round ones agreed better
+# (bench/README.md).
 #
 # The engine's processor runs in the same worker thread and would consume
 # (and XDEL) the raw stream while we measure; by default its consumer group
@@ -37,7 +39,7 @@ CONNECTIONS=${CONNECTIONS:-32}
 WARMUP=${WARMUP:-3s}
 PROCESSOR=${PROCESSOR:-0}
 BREAKDOWN=${BREAKDOWN:-0}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 REDIS_SOCKET=${REDIS_SOCKET:-0}
 KEY=dk_bench
 
