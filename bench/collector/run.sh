@@ -20,9 +20,9 @@
 # Rounds: this host's speed drifts by up to a third within a minute (shared
 # vCPUs), so one nginx run then one Signal run can compare a fast minute with
 # a slow one. Each round runs both back to back; the summary is the median
-# of the rounds' ratios. Five by default: three-round medians of one build
-# ranged 1.39–1.47× where five- and nine-round ones agreed better
-# (bench/README.md).
+# of the rounds' ratios. Five by default: single rounds of one build range
+# from 1.1× to 2.1× here (bench/README.md), and a median of three moves
+# with one slow round.
 #
 # The engine's processor runs in the same worker thread and would consume
 # (and XDEL) the raw stream while we measure; by default its consumer group
