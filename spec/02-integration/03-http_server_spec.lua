@@ -15,18 +15,27 @@ end
 
 -- read_response(s) → { status, version, headers (lower-case), body } | nil, err
 -- Reads exactly one response: Content-Length, chunked, or to the close.
-local function read_response(s)
+-- read_head(s) → the status line and the headers (lower-case names), or
+-- nil, err; the body, if any, is left unread
+local function read_head(s)
   local line, err = s:receive("*l")
   if not line then return nil, err end
-  local version, status = line:match("^HTTP/(1%.%d) (%d%d%d)")
-  assert(version, "bad status line: " .. line)
-  local res = { status = tonumber(status), version = version, headers = {} }
+  local headers = {}
   while true do
     local h = assert(s:receive("*l"))
     if h == "" then break end
     local k, v = h:match("^([^:]+):%s*(.*)$")
-    res.headers[k:lower()] = v
+    headers[k:lower()] = v
   end
+  return line, headers
+end
+
+local function read_response(s)
+  local line, headers = read_head(s)
+  if not line then return nil, headers end
+  local version, status = line:match("^HTTP/(1%.%d) (%d%d%d)")
+  assert(version, "bad status line: " .. line)
+  local res = { status = tonumber(status), version = version, headers = headers }
   if res.status == 100 then return res end
   local te, cl = res.headers["transfer-encoding"], tonumber(res.headers["content-length"])
   if te == "chunked" then
@@ -116,9 +125,7 @@ describe("HTTP server", function()
   it("sends no body with 204 and keeps the next response framed", function()
     local s = connect(port)
     s:send("GET /status?code=204 HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
-    local line = s:receive("*l")
-    assert.equal("HTTP/1.1 204 No Content", line)
-    repeat line = s:receive("*l") until line == ""
+    assert.equal("HTTP/1.1 204 No Content", (read_head(s)))
     assert.equal("hello", read_response(s).body)
     s:close()
   end)
@@ -188,15 +195,8 @@ describe("HTTP server", function()
     local s = connect(port)
     -- /hello is a GET route: the router's 405 has a JSON body, which HEAD omits
     s:send("HEAD /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
-    local line = s:receive("*l")
+    local line, headers = read_head(s)
     assert.equal("HTTP/1.1 405 Method Not Allowed", line)
-    local headers = {}
-    while true do
-      local h = s:receive("*l")
-      if h == "" then break end
-      local k, v = h:match("^([^:]+):%s*(.*)$")
-      headers[k:lower()] = v
-    end
     assert.is_true(tonumber(headers["content-length"]) > 0)
     -- the next bytes are the second response, not a body
     assert.equal("hello", read_response(s).body)
