@@ -25,7 +25,7 @@
  * window, then one MULTI with an XADD per new message and one HSET of the
  * new ids; the ids of a failed XADD deleted again), the same
  * _dfdid cookie rules, client address behind trusted proxies, CORS headers
- * and metrics (counted here, added to signal.metrics at its flush through
+ * and metrics (counted here, added to signal.observe.metrics at its flush through
  * core.ingest_stats). The differences a client can see: none; the
  * integration spec spec/02-integration/13-ingest_lane_spec.lua runs the
  * same requests through both paths and compares what was stored.
@@ -1099,7 +1099,7 @@ static int stat_index(lane_t *l, const char *key)
  *       pipelines = { { key =, raw =, dedupe =, origins = { … } }, … },
  *       cookie_plain =, cookie_secure =   -- Set-Cookie suffixes
  *       nets = { { bytes =, bits = }, … } -- identity.lua trusted networks
- *       buckets = { … } }                 -- signal.metrics histogram bounds */
+ *       buckets = { … } }                 -- signal.observe.metrics histogram bounds */
 static int l_configure(lua_State *L)
 {
     worker_t *w = worker_of(L);

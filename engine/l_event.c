@@ -2,7 +2,7 @@
  * l_event.c — core.event_json: the collector's single-event fast path.
  *
  * Per request the collector spent most of its time in lua-cjson decode +
- * signal.event.normalize + cjson encode (~20 µs for a 1.1 KB datafly.js
+ * signal.pipeline.event.normalize + cjson encode (~20 µs for a 1.1 KB datafly.js
  * event), building Lua tables only to serialise them again. event_json scans
  * the body once and writes the canonical event JSON directly:
  *

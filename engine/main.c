@@ -54,14 +54,14 @@ static void find_home(char *out, size_t cap)
     snprintf(out, cap, "%s", SIGNAL_DEFAULT_HOME);
 }
 
-/* Runs signal.cli.main(argv) in the boot state. Returns the exit code, or -1
+/* Runs signal.dev.cli.main(argv) in the boot state. Returns the exit code, or -1
  * with the plan table left on top of the stack. */
 static int run_cli(lua_State *L, const char *home, int argc, char **argv)
 {
     sg_prepare_state(L, home);
     lua_pushcfunction(L, sg_traceback);
     lua_getglobal(L, "require");
-    lua_pushliteral(L, "signal.cli");
+    lua_pushliteral(L, "signal.dev.cli");
     if (lua_pcall(L, 1, 1, -3) != 0) {
         fprintf(stderr, "signal: cannot load the Lua runtime from %s/lua: %s\n", home, lua_tostring(L, -1));
         return 1;

@@ -261,7 +261,7 @@ end
 -- XRANGE exactly what the collector stored. Call before starting the engine
 -- (the processor's XGROUP CREATE then finds the group: BUSYGROUP).
 function H.park_processor(pk, redis_url)
-  local queue = require "signal.queue"
+  local queue = require "signal.redis.keys"
   local r = assert(core.redis.connect(redis_url or H.redis_url))
   local ok, err = r:call("XGROUP", "CREATE", queue.raw(pk), queue.RAW_GROUP, "9999999999999-0", "MKSTREAM")
   if not ok and not tostring(err):find("BUSYGROUP", 1, true) then error(err) end
@@ -272,7 +272,7 @@ end
 -- raw_entries(pk[, redis_url]) → list of { id, ev = decoded canonical event,
 -- input = decoded input message, ev_json, in_json } from signal:{pk}:raw
 function H.raw_entries(pk, redis_url)
-  local queue = require "signal.queue"
+  local queue = require "signal.redis.keys"
   local r = assert(core.redis.connect(redis_url or H.redis_url))
   local list = assert(r:call("XRANGE", queue.raw(pk), "-", "+"))
   r:close()
@@ -289,7 +289,7 @@ end
 -- window or the one before, as the collector looks — and that key's TTL
 -- in seconds; nil when neither holds it.
 function H.dedupe_marker(pk, mid, ttl_s, redis_url)
-  local queue = require "signal.queue"
+  local queue = require "signal.redis.keys"
   ttl_s = ttl_s or 86400
   local w = math.floor(core.now() / ttl_s)
   local r = assert(core.redis.connect(redis_url or H.redis_url))
@@ -307,7 +307,7 @@ end
 
 -- Empties signal:{pk}:raw but keeps the key and its (parked) group.
 function H.clear_raw(pk, redis_url)
-  local queue = require "signal.queue"
+  local queue = require "signal.redis.keys"
   local r = assert(core.redis.connect(redis_url or H.redis_url))
   assert(r:call("XTRIM", queue.raw(pk), "MAXLEN", "0"))
   r:close()

@@ -5,7 +5,7 @@
 --   luajit tools/config-reference.lua > /tmp/ref.md
 package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
 package.cpath = "build/lua/?.so;" .. package.cpath
-local schema = require "signal.schema"
+local schema = require "signal.config.schema"
 local config = require "signal.config"
 
 local function cell(v)

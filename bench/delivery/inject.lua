@@ -21,7 +21,7 @@
 -- against the whole chain — a benchmark artifact worth 30 % of the CPU.)
 local core = require "signal.core"
 local cjson = require "cjson"
-local event = require "signal.event"
+local event = require "signal.pipeline.event"
 
 local args = ...
 local redis_url, pk, n, sandbox, mode, engine_url = args[1], args[2], tonumber(args[3]), args[4],

@@ -17,7 +17,7 @@
 local core = require "signal.core"
 local cjson = require "cjson"
 local config = require "signal.config"
-local enrich = require "signal.integrations.amperity.enrich"
+local enrich = require "signal.destinations.amperity.enrich"
 
 local args = ...
 local mode, config_path, sandbox = args[1], args[2], args[3]

@@ -7,8 +7,8 @@ package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
 package.cpath = "build/lua/?.so;" .. package.cpath
 local core = require "signal.core"
 local cjson = require "cjson"
-local event = require "signal.event"
-local blueprint = require "signal.blueprint"
+local event = require "signal.pipeline.event"
+local blueprint = require "signal.pipeline.blueprint"
 
 local N = tonumber(arg[1]) or 200000
 local input = cjson.encode {

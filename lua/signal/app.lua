@@ -5,21 +5,21 @@
 -- tasks, so this file is the table of contents of a running engine.
 local core = require "signal.core"
 local config = require "signal.config"
-local log = require "signal.log"
-local router = require "signal.router"
-local http = require "signal.http"
+local log = require "signal.observe.log"
+local router = require "signal.http.router"
+local http = require "signal.http.response"
 
 local M = {}
 
 -- Order matters only for route shadowing; background tasks start after.
 local MODULES = {
-  "signal.metrics",       -- counters first: everyone else records into them
+  "signal.observe.metrics",       -- counters first: everyone else records into them
   "signal.collector",     -- POST /v1/t … /v1/batch, /v1/events
-  "signal.identity_hub",  -- GET /v1/enrich
-  "signal.sdk",           -- GET /datafly.js, /v1/js/{key}/datafly.js
-  "signal.admin",         -- /v1/admin/*, /live
-  "signal.processor",     -- raw stream → pipeline → delivery streams
-  "signal.delivery",      -- delivery streams → Amperity, retries, dead letters
+  "signal.browser.enrich",  -- GET /v1/enrich
+  "signal.browser.sdk",           -- GET /datafly.js, /v1/js/{key}/datafly.js
+  "signal.observe.admin",         -- /v1/admin/*, /live
+  "signal.pipeline.processor",     -- raw stream → pipeline → delivery streams
+  "signal.deliver.worker",      -- delivery streams → Amperity, retries, dead letters
 }
 
 local function node_id()
@@ -72,7 +72,7 @@ function M.start(args)
 
   -- Request latency by route and method; unmatched paths share one series
   -- so random URLs cannot grow the metric without bound.
-  local metrics = require "signal.metrics"
+  local metrics = require "signal.observe.metrics"
   local monotonic = core.monotonic
   local label_cache = {}   -- route → method → labels, built once per pair
   return function(req)

@@ -48,13 +48,13 @@
 
 local core = require "signal.core"
 local cjson_safe = require "cjson.safe"
-local event = require "signal.event"
-local queue = require "signal.queue"
+local event = require "signal.pipeline.event"
+local queue = require "signal.redis.keys"
 local cors = require "signal.cors"
 local identity = require "signal.identity"
-local log = require "signal.log"
-local metrics = require "signal.metrics"
-local redis_script = require "signal.redis_script"
+local log = require "signal.observe.log"
+local metrics = require "signal.observe.metrics"
+local redis_script = require "signal.redis.script"
 
 local type, pairs, ipairs, tostring, next, unpack = type, pairs, ipairs, tostring, next, unpack
 local find, sub, byte, char, lower, match, rep, format =
@@ -138,7 +138,7 @@ return { added, dups }
 -- inside one MULTI/EXEC (still atomic: no other command runs in between).
 M.CHUNK = 300
 
--- Called by SHA-1 (signal.redis_script): no SCRIPT LOAD round trip, EVAL
+-- Called by SHA-1 (signal.redis.script): no SCRIPT LOAD round trip, EVAL
 -- once on a Redis that does not know it yet.
 local STORE = redis_script.new(M.SCRIPT)
 M.sha1_hex = core.sha1_hex

@@ -21,7 +21,7 @@
 -- email an earlier identify gave.
 
 local core = require "signal.core"
-local queue = require "signal.queue"
+local queue = require "signal.redis.keys"
 
 local type, ipairs, tonumber = type, ipairs, tonumber
 local find, match, sub, byte, char, gsub, lower, format =

@@ -15,7 +15,7 @@
 -- script that passes here behaves the same in production. Load errors raise
 -- with every "file:line: message", so a broken script fails the spec loudly.
 
-local blueprint = require "signal.blueprint"
+local blueprint = require "signal.pipeline.blueprint"
 
 local M = {}
 
@@ -45,7 +45,7 @@ local function root_dir()
 end
 M.root = root_dir
 
-local deep_copy = require("signal.schema").deepcopy
+local deep_copy = require("signal.config.schema").deepcopy
 M.deep_copy = deep_copy
 
 -- fixture(name) -> a fresh canonical event for a vertical ("retail", "travel",
@@ -85,7 +85,7 @@ local function is_camel(e)
 end
 
 -- canonical(event, opts) -> canonical event. camelCase input (the wire form)
--- goes through signal.event.normalize exactly as the collector does it, as a
+-- goes through signal.pipeline.event.normalize exactly as the collector does it, as a
 -- server-side message (its own context.ip / userAgent are kept). normalize
 -- strips what only the server may set (partner_attrs, identity), so the
 -- enrichment results a spec wants are given as opts.partner_attrs,
@@ -96,7 +96,7 @@ function M.canonical(e, opts)
   if camel == nil then camel = is_camel(e) end
   local out = e
   if camel then
-    local event_mod = require "signal.event"
+    local event_mod = require "signal.pipeline.event"
     local errs
     out, errs = event_mod.normalize(e, {
       canonical_id = opts.canonical_id or e.canonical_id or e.canonicalId or "dfid_test",

@@ -1,9 +1,9 @@
--- spec/01-unit/blueprint_spec.lua — signal.blueprint and the Amperity body
--- (signal.integrations.amperity.transform): mapping semantics, pass-through,
+-- spec/01-unit/blueprint_spec.lua — signal.pipeline.blueprint and the Amperity body
+-- (signal.destinations.amperity.payload): mapping semantics, pass-through,
 -- consent, hashing, validation errors, versions. Runs against the real
 -- presets and the real signal.core (sha256).
-local blueprint = require "signal.blueprint"
-local transform = require "signal.integrations.amperity.transform"
+local blueprint = require "signal.pipeline.blueprint"
+local transform = require "signal.destinations.amperity.payload"
 local T = require "signal.testing"
 local cjson = require "cjson"
 
@@ -51,7 +51,7 @@ local function assert_flat(p)
   end
 end
 
-describe("signal.blueprint", function()
+describe("signal.pipeline.blueprint", function()
   local lib
   teardown(function()
     H.remove_tmpdirs()

@@ -1,12 +1,12 @@
--- spec/01-unit/config_spec.lua — signal.config, signal.schema, the Amperity
+-- spec/01-unit/config_spec.lua — signal.config, signal.config.schema, the Amperity
 -- integration schema and `signal check`: loading, defaults, every field rule
 -- (exact field path + key phrase of the message) and that no secret value
 -- ever appears in an error.
 
 local config = require "signal.config"
-local check = require "signal.check"
-local schema = require "signal.schema"
-local amperity_schema = require "signal.integrations.amperity.schema"
+local check = require "signal.dev.check"
+local schema = require "signal.config.schema"
+local amperity_schema = require "signal.destinations.amperity.settings"
 
 local FIXTURES = "spec/fixtures/configs/"
 local FILE = "signal.conf.lua"

@@ -1,7 +1,7 @@
 -- spec/01-unit/event_fast_spec.lua — core.event_json, the collector's C fast
 -- path for one event, against the Lua path it stands in for:
 --   cjson.decode (collector.lua's decoder settings) → credential stripping →
---   signal.event.normalize → cjson.encode (precision 14).
+--   signal.pipeline.event.normalize → cjson.encode (precision 14).
 -- Differential: for every message of the corpus, when the fast path answers
 -- the Lua path must accept the message and produce the same event (equal
 -- after decoding), the same message id / dedupe flag / pipeline key / stored
@@ -10,7 +10,7 @@
 
 local core = require "signal.core"
 local cjson_safe = require "cjson.safe"
-local event = require "signal.event"
+local event = require "signal.pipeline.event"
 local identity = require "signal.identity"
 local T = require "signal.testing"
 

@@ -1,8 +1,8 @@
--- spec/01-unit/event_spec.lua — signal.event: Segment/Datafly camelCase
+-- spec/01-unit/event_spec.lua — signal.pipeline.event: Segment/Datafly camelCase
 -- messages → the canonical snake_case event (lua/signal/README.md), message
 -- validation, ISO-8601 handling and the identity-fields helper.
 
-local event = require "signal.event"
+local event = require "signal.pipeline.event"
 local core = require "signal.core"
 
 local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-4%x%x%x%-[89ab]%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"

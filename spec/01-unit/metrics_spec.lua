@@ -1,9 +1,9 @@
--- signal.metrics against a real Redis: histograms are recorded as one
+-- signal.observe.metrics against a real Redis: histograms are recorded as one
 -- count per bucket and turned into cumulative Prometheus series at flush.
 local H = require "helpers"
 local core = require "signal.core"
-local metrics = require "signal.metrics"
-local queue = require "signal.queue"
+local metrics = require "signal.observe.metrics"
+local queue = require "signal.redis.keys"
 
 describe("metrics", function()
   local redis

@@ -1,6 +1,6 @@
--- spec/01-unit/path_spec.lua — signal.path: blueprint source paths compile
+-- spec/01-unit/path_spec.lua — signal.pipeline.path: blueprint source paths compile
 -- once into accessors over the canonical event; bad paths are load errors.
-local path = require "signal.path"
+local path = require "signal.pipeline.path"
 
 local EVENT = {
   type = "track", event = "Product Viewed", name = "Home",
@@ -16,7 +16,7 @@ local EVENT = {
   partner_attrs = { amperity = { Persona = "Value Hunter" } },
 }
 
-describe("signal.path", function()
+describe("signal.pipeline.path", function()
   describe("compiles a valid path into an accessor", function()
     local CASES = {
       { "event", "Product Viewed" },

@@ -1,8 +1,8 @@
 -- spec/01-unit/presets_spec.lua — the Amperity blueprint v1.8.0 presets:
 -- the seed's coverage and event-name tables (literally), the 40+ global
 -- mappings, and every handler's property mappings, against the real files.
-local blueprint = require "signal.blueprint"
-local scripts = require "signal.scripts"
+local blueprint = require "signal.pipeline.blueprint"
+local scripts = require "signal.pipeline.scripts"
 local T = require "signal.testing"
 
 local CFG = { source_value = "DATAFLY" }

@@ -2,9 +2,9 @@
 -- environment, the instruction budget, load errors with file:line, layering
 -- order, pipeline scoping, runtime failures, hot reload and signal.testing.
 -- Fixture scripts live in spec/fixtures/scripts/<case>/.
-local blueprint = require "signal.blueprint"
-local scripts = require "signal.scripts"
-local reload = require "signal.reload"
+local blueprint = require "signal.pipeline.blueprint"
+local scripts = require "signal.pipeline.scripts"
+local reload = require "signal.pipeline.reload"
 local T = require "signal.testing"
 
 local CFG = { source_value = "DATAFLY" }

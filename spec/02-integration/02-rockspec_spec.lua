@@ -11,7 +11,7 @@ describe("signal-1.8.0-1.rockspec", function()
       " make signal-1.8.0-1.rockspec LUA_INCDIR=/usr/include/luajit-2.1 >" .. H.tmp .. "/rock.log 2>&1")
     assert.is_true(ok, H.read(H.tmp .. "/rock.log"))
     local script = H.write(H.tmp .. "/rock_check.lua", [[
-      package.path = "]] .. tree .. [[/share/lua/5.1/?.lua;" .. package.path
+      package.path = "]] .. tree .. [[/share/lua/5.1/?.lua;]] .. tree .. [[/share/lua/5.1/?/init.lua;" .. package.path
       package.cpath = "]] .. tree .. [[/lib/lua/5.1/?.so;" .. package.cpath
       local T = require "signal.testing"
       local p = T.map { preset = "retail", event = T.fixture("retail"), source_value = "DATAFLY" }

@@ -6,7 +6,7 @@
 local H = require "helpers"
 local cjson = require "cjson"
 local core = require "signal.core"
-local queue = require "signal.queue"
+local queue = require "signal.redis.keys"
 local identity = require "signal.identity"
 local collector = require "signal.collector"
 
@@ -686,8 +686,8 @@ describe("collector", function()
 
   describe("metrics", function()
     it("counts received, accepted, deduplicated and rejected events", function()
-      local metrics = require "signal.metrics"
-      if not metrics.inc then pending("signal.metrics has no inc() yet") return end
+      local metrics = require "signal.observe.metrics"
+      if not metrics.inc then pending("signal.observe.metrics has no inc() yet") return end
       local m = track()
       post(A, "/v1/t", m, { ["X-Pipeline-Key"] = PK_A })
       post(A, "/v1/t", m, { ["X-Pipeline-Key"] = PK_A })

@@ -11,11 +11,11 @@ local cjson = require "cjson"
 local cjson_safe = require "cjson.safe"
 local core = require "signal.core"
 local config = require "signal.config"
-local log = require "signal.log"
-local enrich = require "signal.integrations.amperity.enrich"
-local resolve = require "signal.integrations.amperity.resolve"
-local personalize = require "signal.integrations.amperity.personalize"
-local browser = require "signal.integrations.amperity.browser"
+local log = require "signal.observe.log"
+local enrich = require "signal.destinations.amperity.enrich"
+local resolve = require "signal.destinations.amperity.resolve"
+local personalize = require "signal.destinations.amperity.personalize"
+local browser = require "signal.destinations.amperity.browser"
 
 local FIXTURE, fx = H.PROFILES, H.profiles()
 local JANE = "3f9c2a71-8d4e-4b6a-9c1f-0a2b3c4d5e01"
@@ -23,7 +23,7 @@ local ADA = "3f9c2a71-8d4e-4b6a-9c1f-0a2b3c4d5e02"
 local ORG = "org-spec-enrich"
 local OTHER_JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzY29wZSI6Im90aGVyIn0.b3RoZXI"
 
-local deep_copy = require("signal.schema").deepcopy
+local deep_copy = require("signal.config.schema").deepcopy
 
 describe("profile enrichment", function()
   local sb, redis

@@ -7,8 +7,8 @@
 local H = require "helpers"
 local cjson = require "cjson"
 local config = require "signal.config"
-local log = require "signal.log"
-local enrich = require "signal.integrations.amperity.enrich"
+local log = require "signal.observe.log"
+local enrich = require "signal.destinations.amperity.enrich"
 
 local FIXTURE, fx = H.PROFILES, H.profiles()
 local ORG = "org-spec-hub"

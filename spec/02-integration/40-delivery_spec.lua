@@ -8,9 +8,9 @@
 local H = require "helpers"
 local K = require "fixtures.tasks.delivery_kit"
 local cjson = require "cjson"
-local queue = require "signal.queue"
+local queue = require "signal.redis.keys"
 local config = require "signal.config"
-local ingest = require "signal.integrations.amperity.ingest"
+local ingest = require "signal.destinations.amperity.send"
 
 describe("delivery outcome rules", function()
   it("classifies statuses as the Streaming Ingest contract says", function()
@@ -40,10 +40,10 @@ describe("delivery outcome rules", function()
   it("never schedules a retry sooner than Retry-After, nor than the schedule", function()
     local delays = { 100, 250 }
     for _ = 1, 50 do
-      local d = require("signal.delivery").retry_delay_ms(delays, 1, nil)
+      local d = require("signal.deliver.worker").retry_delay_ms(delays, 1, nil)
       assert.is_true(d >= 100 and d <= 120)
-      assert.is_true(require("signal.delivery").retry_delay_ms(delays, 1, 2) >= 2000)
-      assert.is_true(require("signal.delivery").retry_delay_ms(delays, 2, 0.1) >= 250)
+      assert.is_true(require("signal.deliver.worker").retry_delay_ms(delays, 1, 2) >= 2000)
+      assert.is_true(require("signal.deliver.worker").retry_delay_ms(delays, 2, 0.1) >= 250)
     end
   end)
 

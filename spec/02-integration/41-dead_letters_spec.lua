@@ -6,7 +6,7 @@
 local H = require "helpers"
 local K = require "fixtures.tasks.delivery_kit"
 local cjson = require "cjson"
-local queue = require "signal.queue"
+local queue = require "signal.redis.keys"
 
 describe("dead letters", function()
   local sb, engine, redis

@@ -8,7 +8,7 @@
 local H = require "helpers"
 local K = require "fixtures.tasks.delivery_kit"
 local cjson = require "cjson"
-local queue = require "signal.queue"
+local queue = require "signal.redis.keys"
 
 describe("crash safety", function()
   local sb, redis, first, second

@@ -6,7 +6,7 @@
 -- arrival timestamps: what Amperity would see, not how fast our code ran.
 local H = require "helpers"
 local K = require "fixtures.tasks.delivery_kit"
-local ratelimit = require "signal.ratelimit"
+local ratelimit = require "signal.deliver.ratelimit"
 
 describe("per-tenant rate limit", function()
   local sb, engine

@@ -1,0 +1,91 @@
+-- signal/sdk.lua — serves the browser SDK (sdk/datafly.js).
+--
+--   GET /datafly.js                      the SDK alone; the page calls datafly.init
+--   GET /v1/js/{pipeline_key}/datafly.js the "JS Builder": the SDK followed by
+--                                        datafly.init({...}) for that pipeline
+--
+-- The built config holds only public values: the collector endpoint, the
+-- pipeline key and — when the pipeline has an Amperity integration with a
+-- browser allowlist and the identity hub is on — the enrich block. Never a
+-- token: the SDK has no use for one and the browser must never see one.
+local core = require "signal.core"
+local cjson = require "cjson"
+local http = require "signal.http.response"
+
+local M = {}
+
+local JS = "application/javascript; charset=utf-8"
+
+local function read_sdk()
+  local path = (core.home or ".") .. "/sdk/datafly.js"
+  local f, err = io.open(path, "rb")
+  if not f then error("cannot read the browser SDK: " .. tostring(err), 0) end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+-- The collector's public origin as the browser reached it.
+local function endpoint_for(req, trusted_https)
+  local host = req.headers.host or "127.0.0.1"
+  local proto = "http"
+  if trusted_https(req) then proto = "https" end
+  return proto .. "://" .. host
+end
+
+-- Whether the pipeline exposes profile attributes to the browser.
+local function wants_enrich(ctx, p)
+  if not ctx.hub_org_id then return false end
+  for _, integ in ipairs(p.integrations or {}) do
+    if integ.type == "amperity" and integ.browser_attribute_allowlist
+       and #integ.browser_attribute_allowlist > 0 and integ.profile_api_key then
+      return true
+    end
+  end
+  return false
+end
+
+function M.build_init(ctx, p, endpoint)
+  local init = { pipelineKey = p.key, endpoint = endpoint }
+  if wants_enrich(ctx, p) then
+    init.enrich = { endpoint = endpoint, providers = { "amperity" } }
+  end
+  return "\ndatafly.init(" .. cjson.encode(init) .. ");\n"
+end
+
+function M.init(ctx, router)
+  local sdk = read_sdk()
+  local ok, cors = pcall(require, "signal.cors")
+  local trusted = {}
+  for _, ip in ipairs(ctx.cfg.trusted_proxies or {}) do trusted[ip] = true end
+  -- X-Forwarded-Proto counts only from a trusted proxy (else anyone could claim https).
+  local function trusted_https(req)
+    return trusted[req.remote_addr or ""] and (req.headers["x-forwarded-proto"] or ""):lower() == "https"
+  end
+  local built = {}   -- pipeline key .. endpoint → script, built once
+
+  router:add({ "GET", "HEAD" }, "/datafly.js", function()
+    return 200, { ["Content-Type"] = JS, ["Cache-Control"] = "public, max-age=300" }, sdk
+  end)
+
+  router:add({ "GET", "HEAD" }, "/v1/js/:key/datafly.js", function(req, params)
+    local p = ctx.pipelines[params.key]
+    if not p then
+      return http.error(404, "INVALID_PIPELINE_KEY", "no pipeline with key " .. params.key:sub(1, 64))
+    end
+    local endpoint = endpoint_for(req, trusted_https)
+    local cache_key = p.key .. "\0" .. endpoint
+    local body = built[cache_key]
+    if not body then
+      body = sdk .. M.build_init(ctx, p, endpoint)
+      built[cache_key] = body
+    end
+    local headers = { ["Content-Type"] = JS, ["Cache-Control"] = "public, max-age=300" }
+    if ok and cors.headers then
+      for k, v in pairs(cors.headers(ctx, req, p) or {}) do headers[k] = v end
+    end
+    return 200, headers, body
+  end)
+end
+
+return M
