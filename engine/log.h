@@ -1,7 +1,7 @@
 /*
  * log.h — JSON-lines logging for the C core.
  *
- * Lua code logs through lua/signal/log.lua (levels, secret scrubbing); the C
+ * Lua code logs through lua/signal/observe/log.lua (levels, secret scrubbing); the C
  * core only reports what Lua cannot see: start-up failures, Redis connection
  * state, errors raised by handlers. Each record is one write(2) so lines from
  * several worker threads never interleave.

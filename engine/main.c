@@ -1,7 +1,7 @@
 /*
  * main.c — the `signal` command.
  *
- * The CLI itself is Lua (lua/signal/cli.lua), run in a boot lua_State whose
+ * The CLI itself is Lua (lua/signal/dev/cli.lua), run in a boot lua_State whose
  * primitives block: one-shot commands (check, dlq) finish there. Commands
  * that serve (run, sandbox, exec) return a plan — entry module, worker count,
  * listen address — and this file starts that many worker threads, then waits
@@ -48,7 +48,7 @@ static void find_home(char *out, size_t cap)
         exe[n] = '\0';
         char *dir = dirname(dirname(exe));
         char probe[PATH_MAX + 32];
-        snprintf(probe, sizeof probe, "%s/lua/signal/cli.lua", dir);
+        snprintf(probe, sizeof probe, "%s/lua/signal/dev/cli.lua", dir);
         if (file_exists(probe)) { snprintf(out, cap, "%s", dir); return; }
     }
     snprintf(out, cap, "%s", SIGNAL_DEFAULT_HOME);

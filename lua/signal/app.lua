@@ -19,7 +19,7 @@ local MODULES = {
   "signal.browser.sdk",           -- GET /datafly.js, /v1/js/{key}/datafly.js
   "signal.observe.admin",         -- /v1/admin/*, /live
   "signal.pipeline.processor",     -- raw stream → pipeline → delivery streams
-  "signal.deliver.worker",      -- delivery streams → Amperity, retries, dead letters
+  "signal.deliver.worker",      -- delivery streams → destinations, retries, dead letters
 }
 
 local function node_id()

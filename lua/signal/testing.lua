@@ -2,13 +2,15 @@
 --
 --   local T = require "signal.testing"
 --   local payload, warnings = T.map{
+--     destination = "…",                -- default: the one scripts map for without `integration`
 --     preset = "retail", scripts_dir = "my/scripts", pipeline_key = "dk_live_demo",
---     source_value = "DATAFLY",
+--     source_value = "DATAFLY",          -- any other field: the integration's settings
 --     event = T.fixture("retail"),       -- or a camelCase datafly.js/Segment message
---     -- camelCase input only: enrichment results the spec wants on the event
---     -- partner_attrs = { amperity = { Persona = "Value Hunter" } }, amperity_id = "…",
+--     -- enrichment results the spec wants on the event (a provider's flat
+--     -- fields, such as the resolved profile id, may be given too)
+--     -- partner_attrs = { <provider> = { Persona = "Value Hunter" } },
 --   }
---   -- payload is exactly the Amperity Streaming Ingest body Signal would POST.
+--   -- payload is exactly the body Signal would POST to that destination.
 --
 -- Runs under plain `luajit` + busted with build/lua/signal/core.so on the
 -- cpath: the same blueprint engine, presets and sandbox as the engine, so a
@@ -16,6 +18,7 @@
 -- with every "file:line: message", so a broken script fails the spec loudly.
 
 local blueprint = require "signal.pipeline.blueprint"
+local destinations = require "signal.destinations"
 
 local M = {}
 
@@ -39,7 +42,7 @@ local function root_dir()
     -- a LuaRocks install: <luadir>/signal/testing.lua with presets (and the
     -- fixtures) copied under <luadir>/signal/ by `make install-rock`
     local lib = src:sub(2):match("^(.*)/testing%.lua$")
-    if lib and exists(lib .. "/presets/amperity/global.lua") then return lib end
+    if lib and exists(lib .. "/presets/" .. destinations.SCRIPT_DEFAULT .. "/global.lua") then return lib end
   end
   return "."
 end
@@ -61,10 +64,12 @@ function M.fixture(name)
   return deep_copy(chunk(visitor()))
 end
 
--- load{ presets_dir?, scripts_dir? } -> lib; raises with all load errors.
+-- load{ destination?, presets_dir?, scripts_dir? } -> lib; raises with all
+-- load errors.
 function M.load(opts)
   opts = opts or {}
   local lib, errors = blueprint.load{
+    destination = opts.destination,
     presets_dir = opts.presets_dir or (root_dir() .. "/presets"),
     scripts_dir = opts.scripts_dir,
   }
@@ -89,7 +94,7 @@ end
 -- server-side message (its own context.ip / userAgent are kept). normalize
 -- strips what only the server may set (partner_attrs, identity), so the
 -- enrichment results a spec wants are given as opts.partner_attrs,
--- opts.identity and opts.amperity_id and attached afterwards.
+-- opts.identity and the providers' flat fields, and attached afterwards.
 function M.canonical(e, opts)
   opts = opts or {}
   local camel = opts.normalize
@@ -110,21 +115,26 @@ function M.canonical(e, opts)
   end
   if opts.partner_attrs then out.partner_attrs = opts.partner_attrs end
   if opts.identity then out.identity = opts.identity end
-  if opts.amperity_id then out.amperity_id = opts.amperity_id end
+  for f in pairs(destinations.event_fields()) do
+    if opts[f] ~= nil then out[f] = opts[f] end
+  end
   return out
 end
 
--- map{ preset, event, scripts_dir?, presets_dir?, pipeline_key?, source_value?,
---      canonical_id?, normalize?, partner_attrs?, identity?, amperity_id? }
+-- map{ event, destination?, preset?, scripts_dir?, presets_dir?, pipeline_key?,
+--      canonical_id?, normalize?, partner_attrs?, identity?, <provider fields>?,
+--      <the integration's settings, e.g. source_value>? }
 --   -> payload | nil (dropped), warnings | nil
 function M.map(opts)
   assert(type(opts) == "table", "signal.testing.map expects a table")
   assert(type(opts.event) == "table", "signal.testing.map: event must be a table")
   local lib = M.load(opts)
-  local bp, err = lib:get(opts.preset or "retail", opts.pipeline_key)
+  local preset = opts.preset
+  if preset == nil and lib.dest.mapping.presets then preset = "retail" end
+  local bp, err = lib:get(preset, opts.pipeline_key)
   if not bp then error("signal.testing.map: " .. err, 2) end
   local event = M.canonical(opts.event, opts)
-  return bp:map(event, { source_value = opts.source_value or "DATAFLY" })
+  return bp:map(event, opts)
 end
 
 return M

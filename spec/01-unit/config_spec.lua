@@ -6,6 +6,7 @@
 local config = require "signal.config"
 local check = require "signal.dev.check"
 local schema = require "signal.config.schema"
+local retry = require "signal.deliver.retry"
 local amperity_schema = require "signal.destinations.amperity.settings"
 
 local FIXTURES = "spec/fixtures/configs/"
@@ -119,7 +120,7 @@ describe("config.load", function()
     assert.is_nil(cfg.admin_token)
     assert.same({}, cfg.trusted_proxies)
     assert.same({ attempts = 8, first_retry_ms = 1000, max_retry_ms = 72000000,
-                  rate_limit_per_tenant = 500, timeout_ms = 10000, claim_idle_ms = 30000 }, cfg.delivery)
+                  timeout_ms = 10000, claim_idle_ms = 30000 }, cfg.delivery)
     assert.same({ budget_ms = 500 }, cfg.enrichment)
     assert.equal(86400, cfg.dedupe_ttl_s)
     assert.equal(1000, cfg.live_events_max)
@@ -229,7 +230,7 @@ end)
 describe("config retry schedule", function()
   it("spans about 24 hours over the default 8 attempts", function()
     local cfg = valid(raw())
-    local delays = config.retry_delays(cfg.delivery)
+    local delays = retry.delays(cfg.delivery)
     assert.equal(7, #delays)
     assert.equal(1000, delays[1])
     assert.equal(cfg.delivery.max_retry_ms, delays[7])
@@ -242,8 +243,8 @@ describe("config retry schedule", function()
   end)
 
   it("has a single delay for two attempts and none for one", function()
-    assert.same({ 1000 }, config.retry_delays({ attempts = 2, first_retry_ms = 1000, max_retry_ms = 9000 }))
-    assert.same({}, config.retry_delays({ attempts = 1, first_retry_ms = 1000, max_retry_ms = 9000 }))
+    assert.same({ 1000 }, retry.delays({ attempts = 2, first_retry_ms = 1000, max_retry_ms = 9000 }))
+    assert.same({}, retry.delays({ attempts = 1, first_retry_ms = 1000, max_retry_ms = 9000 }))
   end)
 end)
 
@@ -334,7 +335,7 @@ describe("config top-level fields", function()
   it("fills delivery defaults around a partial delivery table", function()
     local cfg = valid(raw({ delivery = { attempts = 3 } }))
     assert.same({ attempts = 3, first_retry_ms = 1000, max_retry_ms = 72000000,
-                  rate_limit_per_tenant = 500, timeout_ms = 10000, claim_idle_ms = 30000 }, cfg.delivery)
+                  timeout_ms = 10000, claim_idle_ms = 30000 }, cfg.delivery)
   end)
 
   it("rejects a max retry delay below the first one", function()

@@ -2,67 +2,72 @@
 -- the real collector, through the processor and delivery workers of a real
 -- engine (2 workers, real Redis), to the Amperity sandbox; the assertions
 -- are on what the sandbox received and recorded (and on Redis). Each status
--- class of DESIGN §3 has its case; retry timing is checked only as
+-- class of the Streaming Ingest contract has its case; retry timing is checked only as
 -- causality and ordering from the sandbox's own request timestamps (a
 -- retry never starts before its Retry-After / schedule, delays grow).
 local H = require "helpers"
 local K = require "fixtures.tasks.delivery_kit"
 local cjson = require "cjson"
 local queue = require "signal.redis.keys"
-local config = require "signal.config"
+local retry = require "signal.deliver.retry"
+local dhttp = require "signal.deliver.http"
 local ingest = require "signal.destinations.amperity.send"
 
 describe("delivery outcome rules", function()
   it("classifies statuses as the Streaming Ingest contract says", function()
     local cases = {
-      { 202, nil, "ok" }, { 204, nil, "drop" },
-      { 429, nil, "retry" }, { 500, nil, "retry" }, { 502, nil, "retry" }, { 503, nil, "retry" },
-      { 504, nil, "retry" }, { nil, "timeout after 10 ms", "retry" },
-      { nil, "could not resolve host acme.amperity.com", "retry" },
-      { 400, nil, "final" }, { 401, nil, "final" }, { 403, nil, "final" }, { 404, nil, "final" },
-      { 409, nil, "final" }, { 411, nil, "final" }, { 413, nil, "final" }, { 415, nil, "final" },
+      { 202, "delivered" }, { 204, "dropped" },
+      { 429, "retry" }, { 500, "retry" }, { 502, "retry" }, { 503, "retry" }, { 504, "retry" },
+      { 400, "permanent" }, { 401, "permanent" }, { 403, "permanent" }, { 404, "permanent" },
+      { 409, "permanent" }, { 411, "permanent" }, { 413, "permanent" }, { 415, "permanent" },
     }
     for _, c in ipairs(cases) do
-      assert.equal(c[3], ingest.classify(c[1], c[2]), tostring(c[1] or c[2]))
+      assert.equal(c[2], ingest.classify(c[1]), tostring(c[1]))
     end
+    -- a request that got no answer (timeout, DNS, refused) is retried
+    local o = dhttp.post({ url = "http://acme-signal-spec.invalid/prof/events/esm-x", headers = {}, body = "{}" },
+                         2000, ingest.classify)
+    assert.equal("retry", o.class)
+    assert.is_nil(o.status)
   end)
 
   it("reads Retry-After as seconds or as an HTTP date", function()
-    assert.equal(7, ingest.retry_after("7", 0))
-    assert.equal(1.5, ingest.retry_after(" 1.5 ", 0))
+    assert.equal(7, dhttp.retry_after("7", 0))
+    assert.equal(1.5, dhttp.retry_after(" 1.5 ", 0))
     -- Wed, 21 Oct 2015 07:28:00 GMT = 1445412480
-    assert.equal(30, ingest.retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412450))
-    assert.equal(0, ingest.retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412490))
-    assert.is_nil(ingest.retry_after("soon", 0))
-    assert.is_nil(ingest.retry_after(nil, 0))
+    assert.equal(30, dhttp.retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412450))
+    assert.equal(0, dhttp.retry_after("Wed, 21 Oct 2015 07:28:00 GMT", 1445412490))
+    assert.is_nil(dhttp.retry_after("soon", 0))
+    assert.is_nil(dhttp.retry_after(nil, 0))
   end)
 
   it("never schedules a retry sooner than Retry-After, nor than the schedule", function()
     local delays = { 100, 250 }
     for _ = 1, 50 do
-      local d = require("signal.deliver.worker").retry_delay_ms(delays, 1, nil)
+      local d = retry.delay_ms(delays, 1, nil)
       assert.is_true(d >= 100 and d <= 120)
-      assert.is_true(require("signal.deliver.worker").retry_delay_ms(delays, 1, 2) >= 2000)
-      assert.is_true(require("signal.deliver.worker").retry_delay_ms(delays, 2, 0.1) >= 250)
+      assert.is_true(retry.delay_ms(delays, 1, 2) >= 2000)
+      assert.is_true(retry.delay_ms(delays, 2, 0.1) >= 250)
     end
   end)
 
   it("names the cause of every final outcome as the troubleshooting table does", function()
     local i = { event_stream_id = "esm-abc123", tenant_id = "acme", tenant_subdomain = "acmee",
                 base_url = "https://acmee.amperity.com", api_key = "secret-jwt-value" }
-    assert.matches("check tenant_subdomain %(acmee%)", ingest.explain(i, nil, "could not resolve host acmee.amperity.com"))
-    assert.matches("host part of your Amperity dashboard URL", ingest.explain(i, nil, "could not resolve host x"))
+    local function explain(status, err, body) return ingest.explain(i, { status = status, error = err, body = body }) end
+    assert.matches("check tenant_subdomain %(acmee%)", explain(nil, "could not resolve host acmee.amperity.com"))
+    assert.matches("host part of your Amperity dashboard URL", explain(nil, "could not resolve host x"))
     for _, s in ipairs({ 401, 403 }) do
-      local m = ingest.explain(i, s)
+      local m = explain(s)
       assert.matches("Streaming Ingest JWT is expired", m)
       assert.matches("Streaming Ingest Write Access", m)
     end
-    assert.matches("stream esm%-abc123 not found", ingest.explain(i, 404))
-    assert.matches("drop mode", ingest.explain(i, 204))
-    assert.matches("reject mode", ingest.explain(i, 409))
-    assert.is_nil(ingest.explain(i, 202))
+    assert.matches("stream esm%-abc123 not found", explain(404))
+    assert.matches("drop mode", explain(204))
+    assert.matches("reject mode", explain(409))
+    assert.is_nil(explain(202))
     for _, s in ipairs({ 204, 400, 401, 403, 404, 409, 413, 429, 503 }) do
-      assert.is_nil(ingest.explain(i, s, "body"):find("secret-jwt-value", 1, true))
+      assert.is_nil(explain(s, nil, "body"):find("secret-jwt-value", 1, true))
     end
   end)
 end)
@@ -107,7 +112,7 @@ return {
       dk_dns = { K.integ(sb, { base_url = "http://acme-signal-spec.invalid" }) },
       dk_script = { K.integ(sb) },
     }, { scripts_dir = scripts_dir })
-    delays = config.retry_delays(cfg.delivery)
+    delays = retry.delays(cfg.delivery)
     engine = H.engine(cfg)
   end)
 
@@ -169,7 +174,8 @@ return {
     end, 10, "live request")
     assert.equal(204, req.status)
     assert.matches("stream esm%-drop is in drop mode", req.hint)
-    assert.matches('"msg":"stream is in drop mode"', engine:output())
+    assert.matches('"msg":"the destination accepted the delivery but dropped it"', engine:output())
+    assert.matches("stream esm%-drop is in drop mode", engine:output())
     -- done: nothing retried, nothing dead-lettered
     H.eventually(function() return redis:call("XLEN", queue.delivery("dk_drop", "amperity")) == 0 end, 5)
     assert.equal(0, redis:call("ZCARD", queue.retry("dk_drop", "amperity")))

@@ -1,19 +1,19 @@
--- signal/identity_hub.lua — GET /v1/enrich?provider=amperity: the browser's
--- read of its own allow-listed profile slice (seed: "Browser
--- personalization"; DESIGN §2).
+-- signal.browser.enrich — GET /v1/enrich?provider=<name>: the browser's read
+-- of its own allow-listed profile slice, from the destination whose browser
+-- provider is <name> (signal.destinations).
 --
 -- datafly.js calls it on init with credentials, so the visitor's `_dfdid`
 -- cookie names the visitor. The answer is the one Redis string the
--- enrichment step wrote (signal.destinations.amperity.browser: already
--- filtered through browser_attribute_allowlist), wrapped as
---   {"provider":"amperity","attributes":{…}}
+-- provider's enrichment step wrote (already filtered through its allowlist),
+-- wrapped as
+--   {"provider":"<name>","attributes":{…}}
 -- with `attributes: {}` (HTTP 200) for a first-touch or unresolved visitor.
--- Nothing else is read: never the Profile API token, never the raw Amperity
--- answer, never a non-allow-listed attribute. This endpoint never mints a
--- cookie (the collector does) and never calls Amperity.
+-- Nothing else is read: never a vendor token, never the raw vendor answer,
+-- never a non-allow-listed attribute. This endpoint never mints a cookie
+-- (the collector does) and never calls a vendor.
 --
 -- Feature gate: off (404) unless IDENTITY_HUB_ORG_ID or identity_hub.org_id
--- is set — the seed's troubleshooting row, so the message says so.
+-- is set, and the 404's message says so.
 --
 -- CORS (signal.cors): the page is on the pipeline's site and this endpoint on
 -- Signal's host, and the request carries the cookie, so the answer names the
@@ -23,14 +23,22 @@ local http = require "signal.http.response"
 local log = require "signal.observe.log"
 local cors = require "signal.cors"
 local identity = require "signal.identity"
-local browser = require "signal.destinations.amperity.browser"
+local destinations = require "signal.destinations"
 
 local tostring = tostring
 
 local M = {}
 
-local PROVIDERS = { amperity = browser }
-local FAST_QUERY = { provider = "amperity" }
+-- provider name → read(redis, org_id, canonical_id), from the registry
+local PROVIDERS, NAMES = {}, {}
+for _, d in ipairs(destinations.with("browser")) do
+  PROVIDERS[d.browser.provider] = d.browser.read
+  NAMES[#NAMES + 1] = d.browser.provider
+end
+local SUPPORTED = table.concat(NAMES, ", ")
+-- datafly.js asks with exactly "provider=<name>": answer that without parsing
+local FAST_QUERY = {}
+for name in pairs(PROVIDERS) do FAST_QUERY["provider=" .. name] = { provider = name } end
 
 local JSON = "application/json"
 
@@ -53,22 +61,23 @@ function M.init(ctx, router)
   router:add("GET", "/v1/enrich", function(req)
     if not ctx.hub_org_id then return http.error(404, "NOT_FOUND", OFF_MESSAGE) end
     -- datafly.js always sends exactly this query: skip the generic parser
-    local q = req.query == "provider=amperity" and FAST_QUERY or http.parse_query(req.query)
+    local q = FAST_QUERY[req.query or ""] or http.parse_query(req.query)
     local h = cors_headers(ctx, req, q)
     local provider = q.provider
     if provider == nil or provider == "" then
-      return http.error(400, "MISSING_PROVIDER", "provider is required (e.g. /v1/enrich?provider=amperity)", h)
+      return http.error(400, "MISSING_PROVIDER", "provider is required (e.g. /v1/enrich?provider="
+        .. (NAMES[1] or "name") .. ")", h)
     end
-    local mod = PROVIDERS[provider]
-    if not mod then
+    local read = PROVIDERS[provider]
+    if not read then
       return http.error(400, "UNKNOWN_PROVIDER", 'unknown provider "' .. provider:sub(1, 40)
-        .. '" (supported: amperity)', h)
+        .. '" (supported: ' .. SUPPORTED .. ")", h)
     end
     local id = identity.read_cookie(req)   -- never minted here
     local attrs = "{}"
     if id and id ~= "" then
       local err
-      attrs, err = mod.read(ctx.redis, ctx.hub_org_id, id)
+      attrs, err = read(ctx.redis, ctx.hub_org_id, id)
       if not attrs then
         log.warn("identity hub read failed", { provider = provider, reason = tostring(err) })
         return http.error(503, "REDIS_UNAVAILABLE", "profile cache unavailable; retry later", h)

@@ -1,16 +1,18 @@
--- signal/sdk.lua — serves the browser SDK (sdk/datafly.js).
+-- signal.browser.sdk — serves the browser SDK (sdk/datafly.js).
 --
 --   GET /datafly.js                      the SDK alone; the page calls datafly.init
 --   GET /v1/js/{pipeline_key}/datafly.js the "JS Builder": the SDK followed by
 --                                        datafly.init({...}) for that pipeline
 --
 -- The built config holds only public values: the collector endpoint, the
--- pipeline key and — when the pipeline has an Amperity integration with a
--- browser allowlist and the identity hub is on — the enrich block. Never a
--- token: the SDK has no use for one and the browser must never see one.
+-- pipeline key and — when an integration of the pipeline has a browser
+-- provider with something to give (signal.destinations: browser.enabled) —
+-- the enrich block naming those providers. Never a token: the SDK has no use
+-- for one and the browser must never see one.
 local core = require "signal.core"
 local cjson = require "cjson"
 local http = require "signal.http.response"
+local destinations = require "signal.destinations"
 
 local M = {}
 
@@ -33,22 +35,26 @@ local function endpoint_for(req, trusted_https)
   return proto .. "://" .. host
 end
 
--- Whether the pipeline exposes profile attributes to the browser.
-local function wants_enrich(ctx, p)
-  if not ctx.hub_org_id then return false end
+-- providers(ctx, p) → the browser providers the pipeline's page may ask
+local function providers(ctx, p)
+  local list, seen = {}, {}
+  if not ctx.hub_org_id then return list end
   for _, integ in ipairs(p.integrations or {}) do
-    if integ.type == "amperity" and integ.browser_attribute_allowlist
-       and #integ.browser_attribute_allowlist > 0 and integ.profile_api_key then
-      return true
+    local d = destinations.get(integ.type)
+    local b = d and d.browser
+    if b and not seen[b.provider] and b.enabled(ctx, integ) then
+      seen[b.provider] = true
+      list[#list + 1] = b.provider
     end
   end
-  return false
+  return list
 end
 
 function M.build_init(ctx, p, endpoint)
   local init = { pipelineKey = p.key, endpoint = endpoint }
-  if wants_enrich(ctx, p) then
-    init.enrich = { endpoint = endpoint, providers = { "amperity" } }
+  local list = providers(ctx, p)
+  if #list > 0 then
+    init.enrich = { endpoint = endpoint, providers = list }
   end
   return "\ndatafly.init(" .. cjson.encode(init) .. ");\n"
 end

@@ -1,13 +1,14 @@
--- signal.config — loads signal.conf.lua and validates it (DESIGN §2).
+-- signal.config — loads signal.conf.lua and validates it.
 --
 -- The config file is Lua returning a table. It runs in a small sandbox: the
 -- basic libraries (string, table, math), `os.getenv` (so secrets come from the
 -- environment) and `os.time`/`os.date`, but no io, require, load or debug.
--- The table is checked against one declarative schema (signal.config.schema) that
--- dispatches each integration to its own schema on `type` (only "amperity"
--- so far). Every problem is reported, each as `file: field.path: message`;
--- messages never contain a secret. On success the returned table is the
--- normalized config: defaults filled, JSON/CSV settings decoded into lists.
+-- The table is checked against one declarative schema (signal.config.fields,
+-- validated by signal.config.schema) that dispatches each integration to its
+-- destination's own settings on `type`. Every problem is reported, each as
+-- `file: field.path: message`; messages never contain a secret. On success
+-- the returned table is the normalized config: defaults filled, JSON/CSV
+-- settings decoded into lists.
 --
 --   local cfg, errors = config.load("signal.conf.lua")
 --
@@ -15,317 +16,16 @@
 -- so `signal check -c /etc/signal/signal.conf.lua` finds /etc/signal/scripts.
 
 local schema = require "signal.config.schema"
+local fields = require "signal.config.fields"
 
-local type, ipairs, pairs, tostring, tonumber = type, ipairs, pairs, tostring, tonumber
+local type, ipairs, pairs, tostring = type, ipairs, pairs, tostring
 local setfenv, loadstring, pcall = setfenv, loadstring, pcall
-local floor = math.floor
-local quote = schema.quote
 
 local M = {}
 
--- integration type → module holding its schema ({ fields, entity_checks })
-M.INTEGRATIONS = { amperity = "signal.destinations.amperity.settings" }
-
-local LOG_LEVELS = { "debug", "info", "warn", "error" }
-
----------------------------------------------------------------------------
--- defaults that need the machine
-
--- cpu_count() → number of "processor" lines in /proc/cpuinfo, or 2.
-function M.cpu_count()
-  local f = io.open("/proc/cpuinfo", "r")
-  if not f then return 2 end
-  local n = 0
-  for line in f:lines() do
-    if line:find("^processor%s*:") then n = n + 1 end
-  end
-  f:close()
-  return n > 0 and n or 2
-end
-
----------------------------------------------------------------------------
--- checks
-
-local function listen_addr(v)
-  local host, port = v:match("^%[([%x:%.]+)%]:(%d+)$")
-  if not host then host, port = v:match("^([%w%.%-]+):(%d+)$") end
-  if not host then
-    return nil, 'must be "host:port" (e.g. "127.0.0.1:8080", "0.0.0.0:8080" or "[::1]:8080"), got ' .. quote(v)
-  end
-  port = tonumber(port)
-  if port < 1 or port > 65535 then
-    return nil, "port must be between 1 and 65535, got " .. port
-  end
-  return true
-end
-
--- The redis URL may carry a password: messages never print it.
-local function redis_url(v)
-  local ok = false
-  local auth, rest = v:match("^redis://([^/%s]+)(.*)$")
-  if auth then
-    local host = auth:match("@([^@]*)$") or auth
-    ok = host:find("^[%w%.%-]+:?%d*$") or host:find("^%[[%x:]+%]:?%d*$")
-    ok = ok and (rest == "" or rest:find("^/%d+$"))
-  else
-    -- unix:/path[?db=N] or unix://[[user]:password@]/path[?db=N]
-    local path = v:match("^unix://[^/%s]*@(/.*)$") or v:match("^unix://(/.*)$") or v:match("^unix:(/.*)$")
-    ok = path and (path:find("^/[^%s?]+$") or path:find("^/[^%s?]+%?db=%d+$"))
-  end
-  if not ok then
-    return nil, 'must be "redis://[:password@]host[:port][/db]" or "unix:/path/redis.sock[?db=N]"'
-      .. ' (with a password: "unix://:password@/path/redis.sock[?db=N]")'
-  end
-  return true
-end
-
-local function ipv4(s)
-  local a, b, c, d = s:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
-  if not a then return false end
-  for _, x in ipairs({ a, b, c, d }) do
-    if #x > 3 or tonumber(x) > 255 then return false end
-  end
-  return true
-end
-
-local function ipv6(s)
-  if not s:find(":", 1, true) or not s:find("^[%x:%.]+$") then return false end
-  local head, tail = s:match("^(.-)::(.*)$")
-  if head and tail:find("::", 1, true) then return false end
-  local function groups(part)
-    if part == "" then return 0 end
-    local n = 0
-    for g in (part .. ":"):gmatch("([^:]*):") do
-      if g:find("%.") then
-        if not ipv4(g) then return nil end
-        n = n + 2
-      elseif not g:find("^%x%x?%x?%x?$") then
-        return nil
-      else
-        n = n + 1
-      end
-    end
-    return n
-  end
-  if head then
-    local a, b = groups(head), groups(tail)
-    return a ~= nil and b ~= nil and a + b < 8
-  end
-  return groups(s) == 8
-end
-
-local function ip_or_cidr(v)
-  local addr, bits = v:match("^([^/]+)/(%d+)$")
-  addr = addr or v
-  if ipv4(addr) then
-    if bits and tonumber(bits) > 32 then return nil, "IPv4 prefix length must be 0-32, got " .. bits end
-    return true
-  elseif ipv6(addr) then
-    if bits and tonumber(bits) > 128 then return nil, "IPv6 prefix length must be 0-128, got " .. bits end
-    return true
-  end
-  return nil, 'must be an IP address or CIDR range (e.g. "10.0.0.0/8", "::1"), got ' .. quote(v)
-end
-
-local function cookie_domain(v)
-  if v:find("^%.?[%w%-]+%.?[%w%.%-]*$") and not v:find("%.%.") and not v:find("%.$") then
-    return true
-  end
-  return nil, 'must be a domain such as "example.com" or ".example.com" (no scheme, port or path), got '
-    .. quote(v)
-end
-
-local function origin(v)
-  if v == "*" then
-    return nil, 'must be an exact origin: "*" cannot be used because the collector answers with'
-      .. " credentials (the _dfdid cookie)"
-  end
-  if not v:find("^[Hh][Tt][Tt][Pp][Ss]?://") then
-    return nil, 'must start with http:// or https:// (e.g. "https://www.example.com"), got ' .. quote(v)
-  end
-  if v:find("^%a+://[^/]+/$") then
-    return nil, "must not end with a slash (an origin is scheme://host[:port]), got " .. quote(v)
-  end
-  if v:find("^%a+://[^/]+/") or v:find("[?#]") then
-    return nil, "must be an origin (scheme://host[:port]) with no path, got " .. quote(v)
-  end
-  if not (v:find("^%a+://[%w%.%-]+:?%d*$") or v:find("^%a+://%[[%x:]+%]:?%d*$")) then
-    return nil, "must be scheme://host[:port], got " .. quote(v)
-  end
-  return true
-end
-
--- browsers send the origin lower-cased and without the default port
-local function canonical_origin(v)
-  v = v:lower()
-  return (v:gsub("^(https://.-):443$", "%1"):gsub("^(http://.-):80$", "%1"))
-end
-
-local function name_token(v)
-  if v:find("^[%w_%-]+$") then return true end
-  return nil, "must use only letters, digits, '_' and '-', got " .. quote(v)
-end
-
-local function no_space(v)
-  if v:find("[%s%c]") then return nil, "must not contain spaces or control characters" end
-  return true
-end
-
----------------------------------------------------------------------------
--- schema
-
--- fields every integration has, before its own
-local COMMON_FIELDS = {
-  { name = "type", type = "string", required = true,
-    description = "Integration type (amperity)." },
-  { name = "name", type = "string", non_empty = true, checks = { name_token },
-    default = function(rec) return rec.type end, default_doc = "the type",
-    description = "Names the integration's delivery stream; unique within a pipeline." },
-}
-
-local integration_records = {}
-
-local function known_types()
-  local list = {}
-  for t in pairs(M.INTEGRATIONS) do list[#list + 1] = t end
-  table.sort(list)
-  return list
-end
-
--- integration_schema(type) → the integration's own schema module, or nil
-function M.integration_schema(t)
-  local modname = M.INTEGRATIONS[t]
-  return modname and require(modname) or nil
-end
-
-local function integration_record(t)
-  local rec = integration_records[t]
-  if rec then return rec end
-  local s = M.integration_schema(t)
-  if not s then return nil end
-  local fields = {}
-  for _, f in ipairs(COMMON_FIELDS) do fields[#fields + 1] = f end
-  for _, f in ipairs(s.fields) do fields[#fields + 1] = f end
-  rec = { fields = fields, entity_checks = s.entity_checks }
-  integration_records[t] = rec
-  return rec
-end
-
-local function select_integration(v)
-  local t = v.type
-  if t == nil then
-    return nil, "type", "is required (known types: " .. table.concat(known_types(), ", ") .. ")"
-  end
-  if type(t) ~= "string" then
-    return nil, "type", "must be a string, got " .. schema.type_name(t)
-  end
-  local rec = integration_record(t)
-  if not rec then
-    local known = known_types()
-    local hint = schema.suggest(t, known)
-    return nil, "type", "unknown integration type " .. quote(t) .. " (known: " .. table.concat(known, ", ")
-      .. ")" .. (hint and (' — did you mean "' .. hint .. '"?') or "")
-  end
-  return rec
-end
-
-local DELIVERY = {
-  { name = "attempts", type = "integer", min = 1, max = 100, default = 8,
-    description = "Delivery attempts per payload before it is dead-lettered." },
-  { name = "first_retry_ms", type = "integer", min = 1, default = 1000,
-    description = "Delay before the first retry." },
-  -- Retries are spaced geometrically from first_retry_ms to max_retry_ms
-  -- (see M.retry_delays): 1 s … 20 h over 8 attempts spans ≈ 23.7 h, the
-  -- "retry over 24 h, then dead letter" of the product.
-  { name = "max_retry_ms", type = "integer", min = 1, default = 72000000,
-    description = "Delay before the last retry; retries grow geometrically up to it." },
-  { name = "rate_limit_per_tenant", type = "number", min = 0.001, default = 500,
-    description = "Maximum requests per second per Amperity tenant." },
-  { name = "timeout_ms", type = "integer", min = 1, max = 600000, default = 10000,
-    description = "Timeout of each vendor request." },
-  -- A process that dies leaves its stream entries pending; live consumers
-  -- claim them (XAUTOCLAIM) once they have been idle this long. Long enough
-  -- not to steal work from a slow but live worker.
-  { name = "claim_idle_ms", type = "integer", min = 100, default = 30000,
-    description = "Pending stream entries idle this long (a crashed process's) are claimed by live workers." },
-}
-
-M.schema = {
-  fields = {
-    { name = "listen", type = "string", default = "127.0.0.1:8080", checks = { listen_addr },
-      description = "Address of the collector, identity hub and admin API." },
-    { name = "workers", type = "integer", min = 1, max = 1024, default = function() return M.cpu_count() end,
-      default_doc = "CPU count", description = "Worker threads." },
-    { name = "redis", type = "string", default = "redis://127.0.0.1:6379/0", checks = { redis_url },
-      description = "Redis URL (redis://[:password@]host[:port][/db], unix:/path/redis.sock[?db=N] or unix://:password@/path/redis.sock)." },
-    { name = "log_level", type = "string", default = "info", one_of = LOG_LEVELS,
-      description = "Minimum log level." },
-    { name = "admin_token", type = "string", secret = true, non_empty = true, checks = { no_space },
-      description = "Bearer token of the admin API; unset: admin API off." },
-    { name = "scripts_dir", type = "string", non_empty = true,
-      description = "Directory of customer mapping scripts (hot reloaded); relative to the config file." },
-    { name = "trusted_proxies", type = "array", default = {},
-      elements = { type = "string", checks = { ip_or_cidr } },
-      description = "IPs/CIDRs of proxies whose X-Forwarded-For is honoured." },
-    { name = "cookie_domain", type = "string", non_empty = true, checks = { cookie_domain },
-      description = "Domain attribute of the _dfdid cookie (default: host-only)." },
-    { name = "identity_hub", type = "record", default = {},
-      fields = {
-        { name = "org_id", type = "string", non_empty = true, checks = { name_token },
-          description = "Organisation id; the identity hub (/v1/enrich) is on only when set." },
-      },
-      description = "Identity hub (GET /v1/enrich)." },
-    { name = "delivery", type = "record", default = {}, fields = DELIVERY,
-      entity_checks = {
-        function(rec, report)
-          if rec.first_retry_ms and rec.max_retry_ms and rec.max_retry_ms < rec.first_retry_ms then
-            report("max_retry_ms", "must be at least first_retry_ms (" .. rec.first_retry_ms .. ")")
-          end
-        end,
-      },
-      description = "Delivery retries, rate limit and timeouts." },
-    { name = "enrichment", type = "record", default = {},
-      fields = {
-        { name = "budget_ms", type = "integer", min = 1, max = 60000, default = 500,
-          description = "Time budget of profile enrichment per event." },
-      },
-      description = "Profile enrichment." },
-    { name = "dedupe_ttl_s", type = "integer", min = 0, default = 86400,
-      description = "How long a messageId is at least remembered for de-duplication: ids are kept in windows of this length, the current and the previous one, so for up to twice as long (0: off)." },
-    { name = "live_events_max", type = "integer", min = 0, default = 1000,
-      description = "Recent events kept per pipeline for the live view." },
-    { name = "pipelines", type = "array", required = true, unique = "key",
-      elements = { type = "record", fields = {
-        { name = "key", type = "string", required = true, non_empty = true, checks = { name_token },
-          description = "Pipeline key (e.g. dk_live_demo)." },
-        { name = "origins", type = "array", default = {},
-          elements = { type = "string", checks = { origin }, transform = canonical_origin },
-          description = "Browser origins allowed by CORS (scheme://host[:port])." },
-        { name = "integrations", type = "array", default = {}, unique = "name",
-          elements = { type = "record", select = select_integration },
-          description = "Destinations of this pipeline's events." },
-      } },
-      description = "Pipelines: a key, allowed origins and integrations." },
-  },
-}
-
----------------------------------------------------------------------------
--- retry schedule
-
--- retry_delays(delivery) → list of attempts-1 delays in ms (before jitter):
--- delay k = first * (max/first)^((k-1)/(attempts-2)), i.e. geometric from
--- first_retry_ms to max_retry_ms. The delivery worker owns jitter.
-function M.retry_delays(d)
-  local n = (d.attempts or 8) - 1
-  local first, max = d.first_retry_ms or 1000, d.max_retry_ms or 72000000
-  local delays = {}
-  if n < 1 then return delays end
-  if n == 1 then delays[1] = first; return delays end
-  local ratio = (max / first) ^ (1 / (n - 1))
-  for k = 1, n do delays[k] = floor(first * ratio ^ (k - 1) + 0.5) end
-  delays[n] = max
-  return delays
-end
+M.schema = fields.schema
+M.integration_schema = fields.integration_schema
+M.cpu_count = fields.cpu_count
 
 ---------------------------------------------------------------------------
 -- secrets
@@ -349,9 +49,16 @@ function M.secrets(cfg)
   add(redis_password(cfg.redis))
   for _, p in ipairs(type(cfg.pipelines) == "table" and cfg.pipelines or {}) do
     for _, i in ipairs(type(p.integrations) == "table" and p.integrations or {}) do
-      local s = M.INTEGRATIONS[i.type] and M.integration_schema(i.type)
+      local s = type(i.type) == "string" and fields.integration_schema(i.type)
       for _, f in ipairs(s and s.fields or {}) do
-        if f.secret then add(i[f.name]) end
+        if f.secret then
+          local v = i[f.name]
+          if type(v) == "table" then
+            for _, x in pairs(v) do add(x) end
+          else
+            add(v)
+          end
+        end
       end
     end
   end
@@ -401,7 +108,7 @@ end
 -- validate(raw, file) → cfg, nil | nil, { "file: path: message", … }
 function M.validate(raw, file)
   file = file or "signal.conf.lua"
-  local cfg, errors = schema.validate(M.schema, raw)
+  local cfg, errors = schema.validate(fields.schema, raw)
   if #errors > 0 then
     return nil, schema.format(errors, file)
   end

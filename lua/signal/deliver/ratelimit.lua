@@ -1,8 +1,9 @@
--- signal/ratelimit.lua — the per-tenant request rate limit for vendor
--- deliveries (Amperity allows ~500 requests/s per tenant), shared by every
--- worker of every node through one Redis token bucket per tenant.
+-- signal.deliver.ratelimit — the request rate limit of vendor deliveries
+-- (vendors cap requests per tenant or account), shared by every worker of
+-- every node through one Redis token bucket per rate-limit key (the
+-- destination says what its key is: a tenant, an account, a host).
 --
---   local lim = ratelimit.get(redis, tenant_id, rate_per_s)
+--   local lim = ratelimit.get(redis, key, rate_per_s)
 --   ratelimit.acquire(lim, want)   -- blocks (yields) until one token is ours
 --
 -- Why a token bucket with a small burst: the limit is about any one-second
@@ -47,7 +48,7 @@ return { got, wait }
 ]]
 
 local BUCKET = redis_script.new(M.SCRIPT)
-local limiters = {}    -- tenant -> limiter (per worker)
+local limiters = {}    -- rate-limit key -> limiter (per worker)
 
 local function script_call(redis, key, rate, burst, want)
   return BUCKET:call(redis, 1, key, rate, burst, want)
@@ -58,12 +59,12 @@ function M.burst(rate)
   return max(1, floor(rate / 10))
 end
 
-function M.get(redis, tenant, rate)
-  local lim = limiters[tenant]
+function M.get(redis, key, rate)
+  local lim = limiters[key]
   if lim and lim.rate == rate then return lim end
-  lim = { redis = redis, key = queue.ratelimit(tenant), rate = rate, burst = M.burst(rate),
+  lim = { redis = redis, key = queue.ratelimit(key), rate = rate, burst = M.burst(rate),
           tokens = 0, waits = 0 }
-  limiters[tenant] = lim
+  limiters[key] = lim
   return lim
 end
 

@@ -1,60 +1,58 @@
--- signal/delivery.lua — delivery streams → Amperity, with retries, dead
--- letters and the per-tenant rate limit (DESIGN §1 "Durability").
+-- signal.deliver.worker — delivery streams → destinations, with batching,
+-- retries, dead letters and rate limits. It knows no destination by name:
+-- each integration's destination (signal.destinations) sends a batch and
+-- classifies the outcome; this module decides what happens to every entry.
 --
 -- Per worker and per (pipeline, integration): a consumer task reads
--- queue.delivery(pk, name) with the group queue.DELIVERY_GROUP on its own
--- Redis connection (XREADGROUP … BLOCK), and starts one coroutine per entry,
--- so up to MAX_INFLIGHT requests per integration are in flight per worker.
--- Each integration has its own stream, consumer, in-flight bound and retry
+-- keys.delivery(pk, name) with the group keys.DELIVERY_GROUP on its own
+-- Redis connection (signal.redis.consumer), cuts what it read into batches
+-- of the destination's batch size, and starts one coroutine per batch, so
+-- up to MAX_INFLIGHT entries per integration are in flight per worker. Each
+-- integration has its own stream, consumer, in-flight bound and retry
 -- schedule: one vendor's outage or slowness never delays another's
--- deliveries (RudderStack's head-of-line lesson, DESIGN §6).
+-- deliveries.
 --
--- Outcome of one POST (integrations/amperity/ingest.lua):
---   202          done: XACK + XDEL.
---   204          done, and a warning: the stream is in drop mode.
---   429, 5xx, timeouts, network/DNS errors
---                retried on config.retry_delays(cfg.delivery) (1 s … ~20 h by
---                default) plus 0–20 % jitter, never sooner than Retry-After
---                (seconds or HTTP date). The payload goes into the ZSET
---                queue.retry(pk, name) scored by its due time, and the stream
---                entry is acknowledged, in one MULTI/EXEC: the payload is
---                always in exactly one of the two. A mover task puts due
---                members back into the stream with one Lua script (read +
---                XADD + ZREM atomically, so two workers never move one twice).
---   400/401/403/404/409/411/413/415 (and other statuses)
---                final: dead letter at once, with the cause.
+-- Outcome of one request, for every entry of its batch:
+--   delivered   done: XACK + XDEL (in batches, see flush_done).
+--   dropped     done too, and a warning: the vendor accepted and discarded it.
+--   retry       the payload goes into the ZSET keys.retry(pk, name) scored by
+--               its due time (signal.deliver.retry: the schedule plus jitter,
+--               never sooner than Retry-After), and the stream entry is
+--               acknowledged, in one MULTI/EXEC: the payload is always in
+--               exactly one of the two. A mover task puts due members back
+--               into the stream with one Lua script (read + XADD + ZREM
+--               atomically, so two workers never move one twice).
+--   permanent   dead letter at once, with the destination's explanation.
 --   last attempt failed
---                dead letter with payload, error and the attempt history.
--- Dead letters: the stream queue.dlq(pk, name) (signal.deliver.dlq lists and
--- replays them). Every outcome's troubleshooting line (the seed's table:
--- tenant_subdomain for DNS failures, the JWT for 401/403, the stream id for
--- 404, drop mode for 204) goes to the log — throttled, never a secret — and
--- to the live event's vendor request record.
+--               dead letter with payload, error and the attempt history.
+-- Dead letters: the stream keys.dlq(pk, name) (signal.deliver.dlq lists and
+-- replays them). Every outcome's explanation (destination.explain: what to
+-- fix) goes to the log — throttled, never a secret — and to the live event's
+-- vendor request record.
 --
--- Rate limit: every request first takes a token from the tenant's Redis
--- token bucket (signal.deliver.ratelimit), shared by all workers and nodes; tokens
--- are fetched in batches of the entries at hand.
+-- Rate limit: every request first takes a token from the destination's
+-- Redis token bucket (signal.deliver.ratelimit), keyed by the destination's
+-- rate_limit_key and shared by all workers and nodes.
 --
 -- Crash safety: entries are acknowledged only after their outcome is
 -- recorded, so a SIGKILL leaves in-flight entries pending; every worker
--- XAUTOCLAIMs entries idle longer than claim_idle_ms from other consumers
--- and sends them again (at-least-once: a duplicate carries the same
--- message_id).
+-- claims entries idle longer than claim_idle_ms from other consumers and
+-- sends them again (at-least-once: a duplicate carries the same message_id).
 local core = require "signal.core"
 local cjson = require("cjson").new()
 local queue = require "signal.redis.keys"
-local log = require "signal.observe.log"
-local config = require "signal.config"
-local metrics = require "signal.observe.metrics"
-local ratelimit = require "signal.deliver.ratelimit"
-local processor = require "signal.pipeline.processor"
-local live = require "signal.observe.live"
-local ingest = require "signal.destinations.amperity.send"
+local consumer = require "signal.redis.consumer"
 local redis_script = require "signal.redis.script"
+local log = require "signal.observe.log"
+local metrics = require "signal.observe.metrics"
+local live = require "signal.observe.live"
+local destinations = require "signal.destinations"
+local ratelimit = require "signal.deliver.ratelimit"
+local retry = require "signal.deliver.retry"
 
-local type, ipairs, pairs, tostring, tonumber, pcall = type, ipairs, pairs, tostring, tonumber, pcall
+local type, ipairs, tostring, tonumber, pcall = type, ipairs, tostring, tonumber, pcall
 local monotonic, spawn, sleep, stopping, now = core.monotonic, core.spawn, core.sleep, core.stopping, core.now
-local floor, min, max, random = math.floor, math.min, math.max, math.random
+local floor, min, max = math.floor, math.min, math.max
 local encode, decode = cjson.encode, cjson.decode
 local scrub = live.scrub
 
@@ -62,10 +60,10 @@ cjson.encode_sparse_array(true)
 
 local M = {}
 
-M.MAX_INFLIGHT = 512        -- requests in flight per integration per worker
-M.JITTER = 0.2              -- retry delays are stretched by 0..20 %
+M.MAX_INFLIGHT = 512        -- entries in flight per integration per worker
 M.MOVE_BATCH = 500
 M.LOG_EVERY_S = 10          -- at most one log line per integration and outcome per this
+M.FLUSH_MAX = 1000
 
 -- KEYS[1] retry ZSET, KEYS[2] delivery stream; ARGV[1] now (ms), ARGV[2] max
 M.MOVE_SCRIPT = [[
@@ -82,19 +80,15 @@ return #due
 ]]
 local MOVE = redis_script.new(M.MOVE_SCRIPT)
 
-
-local function field_list(flist)
-  local p, m, v, r, a, h
+-- entry(id, flist) → { id, p, m, v, r, a, h } from a stream entry's fields
+local function entry(id, flist)
+  local e = { id = id }
   for j = 1, #flist - 1, 2 do
-    local k, x = flist[j], flist[j + 1]
-    if k == "p" then p = x
-    elseif k == "m" then m = x
-    elseif k == "v" then v = x
-    elseif k == "r" then r = x
-    elseif k == "a" then a = x
-    elseif k == "h" then h = x end
+    local k = flist[j]
+    if k == "p" or k == "m" or k == "v" or k == "r" or k == "a" or k == "h" then e[k] = flist[j + 1] end
   end
-  return p, m, v, r, a, h
+  e.attempt = (tonumber(e.a) or 0) + 1
+  return e
 end
 
 -- Throttled logging: the first occurrence of an outcome is logged at once,
@@ -111,39 +105,28 @@ local function log_throttled(ds, level, key, msg, fields)
   log[level](msg, fields)
 end
 
-local function outcome_labels(ds, outcome)
-  local l = ds.outcome_labels[outcome]
+local function outcome_labels(ds, label)
+  local l = ds.outcome_labels[label]
   if not l then
-    l = metrics.labels({ pipeline = ds.pk, integration = ds.name, status = outcome })
-    ds.outcome_labels[outcome] = l
+    l = metrics.labels({ pipeline = ds.pk, integration = ds.name, status = label })
+    ds.outcome_labels[label] = l
   end
   return l
 end
 
--- retry_delay_ms(delays, attempt, retry_after_s) → ms until the next
--- attempt: the schedule's delay stretched by 0..JITTER (never shortened, so
--- the schedule stays a lower bound and delays keep growing), and never less
--- than Retry-After.
-function M.retry_delay_ms(delays, attempt, retry_after_s, jitter)
-  local base = delays[attempt] or delays[#delays] or 1000
-  local d = base * (1 + (jitter or M.JITTER) * random())
-  if retry_after_s and retry_after_s * 1000 > d then d = retry_after_s * 1000 end
-  return floor(d + 0.5)
-end
-
-local function history_with(h, entry)
+local function history_with(h, item)
   local list
   if type(h) == "string" and h ~= "" then
     local ok, v = pcall(decode, h)
     if ok and type(v) == "table" then list = v end
   end
   list = list or {}
-  list[#list + 1] = entry
+  list[#list + 1] = item
   return encode(list)
 end
 
 -- Runs cmds until Redis takes them (backoff), or gives up when stopping
--- (the entry then stays pending and is claimed again later).
+-- (the entries then stay pending and are claimed again later).
 local function write(ds, cmds)
   local delay = 100
   while true do
@@ -157,30 +140,37 @@ local function write(ds, cmds)
   end
 end
 
--- Finished entries (202/204) are acknowledged in batches: the first one
--- to finish starts a flusher that waits one millisecond for the others of
--- this loop turn, then writes one XACK, one XDEL and one live-request
--- script call for all of them. A crash before the flush only means these
--- entries are sent again (at-least-once, same message_id); retries and dead
--- letters are written at once, atomically, by their own coroutine.
-M.FLUSH_MAX = 1000
+local function released(ds, n)
+  ds.inflight = ds.inflight - n
+end
+
+---------------------------------------------------------------------------
+-- done entries
+
+-- Finished entries are acknowledged in batches: the first one to finish
+-- starts a flusher that waits one millisecond for the others of this loop
+-- turn, then writes one XACK, one XDEL and one live-request script call for
+-- all of them. A crash before the flush only means these entries are sent
+-- again (at-least-once, same message_id); retries and dead letters are
+-- written at once, atomically, by their own coroutine.
+local function take_done(ds)
+  local ids, items, n = ds.done_ids, ds.done_items, ds.done_n
+  if n <= M.FLUSH_MAX then
+    ds.done_ids, ds.done_items, ds.done_n = {}, {}, 0
+    return ids, items, n
+  end
+  -- keep the tail for the next round (bounded command size)
+  local rest_ids, rest_items = {}, {}
+  for i = M.FLUSH_MAX + 1, n do rest_ids[#rest_ids + 1] = ids[i]; ids[i] = nil end
+  for i = M.FLUSH_MAX + 1, #items do rest_items[#rest_items + 1] = items[i]; items[i] = nil end
+  ds.done_ids, ds.done_items, ds.done_n = rest_ids, rest_items, n - M.FLUSH_MAX
+  return ids, items, M.FLUSH_MAX
+end
 
 local function flush_done(ds)
   sleep(1)
   while ds.done_n > 0 do
-    local ids, items, n = ds.done_ids, ds.done_items, ds.done_n
-    if n > M.FLUSH_MAX then
-      -- keep the tail for the next round (bounded command size)
-      local rest_ids, rest_items = {}, {}
-      for i = M.FLUSH_MAX + 1, n do rest_ids[#rest_ids + 1] = ids[i] end
-      for i = M.FLUSH_MAX + 1, #items do rest_items[#rest_items + 1] = items[i] end
-      for i = n, M.FLUSH_MAX + 1, -1 do ids[i] = nil end
-      for i = #items, M.FLUSH_MAX + 1, -1 do items[i] = nil end
-      ds.done_ids, ds.done_items, ds.done_n = rest_ids, rest_items, n - M.FLUSH_MAX
-      n = M.FLUSH_MAX
-    else
-      ds.done_ids, ds.done_items, ds.done_n = {}, {}, 0
-    end
+    local ids, items, n = take_done(ds)
     local ack = { "XACK", ds.stream, queue.DELIVERY_GROUP }
     local del = { "XDEL", ds.stream }
     for i = 1, n do ack[3 + i] = ids[i]; del[2 + i] = ids[i] end
@@ -193,7 +183,7 @@ local function flush_done(ds)
     if out and type(out[3]) == "table" and redis_script.noscript(out[3].err) then live.ADD:forget(ds.redis) end
     local active = ds.active
     for i = 1, n do active[ids[i]] = nil end
-    ds.inflight = ds.inflight - n
+    released(ds, n)
   end
   ds.flushing = false
 end
@@ -209,129 +199,169 @@ function M.done(ds, id, live_item)
   end
 end
 
--- One delivery attempt of one stream entry (its own coroutine).
-local function send_entry(ds, id, flist)
-  local p, mid, version, rms, a, h = field_list(flist)
-  local attempt = (tonumber(a) or 0) + 1
-  local cmds = {}
-  if not p then
-    -- not ours to interpret: dead-letter it rather than loop forever
-    cmds[1] = { "MULTI" }
-    cmds[2] = { "XADD", ds.dlq, "*", "p", "", "m", mid or "", "e", "delivery entry has no payload",
-                "k", "final", "t", floor(now() * 1000), "a", 0 }
-    cmds[3] = { "XACK", ds.stream, queue.DELIVERY_GROUP, id }
-    cmds[4] = { "XDEL", ds.stream, id }
-    cmds[5] = { "EXEC" }
-    write(ds, cmds)
-    ds.active[id] = nil
-    ds.inflight = ds.inflight - 1
-    return
-  end
+---------------------------------------------------------------------------
+-- failed entries
 
-  local started = now()
-  local t0 = monotonic()
-  local sok, res, err = pcall(ingest.send, ds.integ, p, ds.timeout_ms)
-  local dur = monotonic() - t0
-  local class
-  if not sok then
-    -- a request the HTTP client refuses to build will never succeed
-    res, err, class = nil, "request not sent: " .. tostring(res), "final"
-  end
-  local status = res and res.status or nil
-  class = class or ingest.classify(status, err)
-  local outcome = ingest.outcome(status, err)
-  local hint = ingest.explain(ds.integ, status, err, res and res.body)
-  if hint then hint = scrub(hint) end
-  if err then err = scrub(err) end
+-- retry_cmds(ds, e, o, history) → the MULTI/EXEC that moves e to the retry ZSET
+local function retry_cmds(ds, e, o, history)
+  local delay = retry.delay_ms(ds.delays, e.attempt, o.retry_after_s)
+  local member = encode({ p = e.p, m = e.m, v = e.v, r = e.r, a = tostring(e.attempt), h = history })
+  metrics.inc("signal_delivery_retries_total", ds.labels, 1)
+  log_throttled(ds, "warn", o.label, "delivery failed; retry scheduled", {
+    pipeline = ds.pk, integration = ds.name, status = o.status, error = o.error, hint = o.hint,
+    attempt = e.attempt, retry_in_ms = delay })
+  return { { "MULTI" }, { "ZADD", ds.retry, floor(now() * 1000) + delay, member },
+           { "XACK", ds.stream, queue.DELIVERY_GROUP, e.id }, { "XDEL", ds.stream, e.id }, { "EXEC" } }
+end
 
-  metrics.inc("signal_deliveries_total", outcome_labels(ds, outcome), 1)
-  metrics.observe("signal_delivery_request_duration_seconds", ds.labels, dur)
+-- dead_cmds(ds, e, o, history, kind) → the MULTI/EXEC that dead-letters e
+local function dead_cmds(ds, e, o, history, kind)
+  local cause = o.hint or o.error or ("status " .. tostring(o.status))
+  if kind == "exhausted" then cause = "gave up after " .. e.attempt .. " attempts: " .. cause end
+  metrics.inc("signal_dead_letters_total", outcome_labels(ds, o.label), 1)
+  log_throttled(ds, "error", "dlq:" .. o.label, "delivery dead-lettered", {
+    pipeline = ds.pk, integration = ds.name, status = o.status, error = o.error, cause = cause,
+    attempts = e.attempt, message_id = e.m })
+  return { { "MULTI" },
+           { "XADD", ds.dlq, "*", "p", e.p or "", "m", e.m or "", "v", e.v or "", "r", e.r or "",
+             "a", e.attempt, "h", history, "e", cause, "s", o.label, "k", kind, "t", floor(now() * 1000) },
+           { "XACK", ds.stream, queue.DELIVERY_GROUP, e.id }, { "XDEL", ds.stream, e.id }, { "EXEC" } }
+end
 
-  -- the live view of this request; its body is the payload the processor
-  -- recorded (p:<integration>), byte for byte, so it is not stored twice
-  local live_item
-  if ds.live_on and mid and mid ~= "" then
-    local rec = ingest.record(ds.integ, nil, res, err, attempt, started, dur, hint)
-    live_item = { mid, live.request_field(ds.name, attempt, rec.at), live.encode(rec) }
-  end
-
-  if class == "ok" or class == "drop" then
-    if class == "drop" then
-      log_throttled(ds, "warn", "204", "stream is in drop mode", { pipeline = ds.pk, integration = ds.name,
-        status = 204, hint = hint })
-    end
-    local r = tonumber(rms)
-    if r then metrics.observe("signal_event_delivery_latency_seconds", ds.labels, max(0, now() - r / 1000)) end
-    return M.done(ds, id, live_item)
-  end
-
-  local hentry = { attempt = attempt, at = floor(started * 1000), status = status, error = err,
-                   duration_ms = floor(dur * 10000 + 0.5) / 10, hint = hint }
-  local history = history_with(h, hentry)
-  if class == "retry" and attempt < ds.attempts then
-    local ra = res and res.headers and ingest.retry_after(res.headers["retry-after"], started) or nil
-    local delay = M.retry_delay_ms(ds.delays, attempt, ra)
-    local member = encode({ p = p, m = mid, v = version, r = rms, a = tostring(attempt), h = history })
-    cmds[#cmds + 1] = { "MULTI" }
-    cmds[#cmds + 1] = { "ZADD", ds.retry, floor(now() * 1000) + delay, member }
-    cmds[#cmds + 1] = { "XACK", ds.stream, queue.DELIVERY_GROUP, id }
-    cmds[#cmds + 1] = { "XDEL", ds.stream, id }
-    cmds[#cmds + 1] = { "EXEC" }
-    metrics.inc("signal_delivery_retries_total", ds.labels, 1)
-    log_throttled(ds, "warn", outcome, "delivery failed; retry scheduled", {
-      pipeline = ds.pk, integration = ds.name, status = status, error = err, hint = hint,
-      attempt = attempt, retry_in_ms = delay })
+-- failed(ds, e, o, live_item): records a failed attempt of entry e
+local function failed(ds, e, o, started, live_item)
+  local item = { attempt = e.attempt, at = floor(started * 1000), status = o.status, error = o.error,
+                 duration_ms = floor(o.duration_s * 10000 + 0.5) / 10, hint = o.hint }
+  local history = history_with(e.h, item)
+  local cmds
+  if o.class == "retry" and e.attempt < ds.attempts then
+    cmds = retry_cmds(ds, e, o, history)
   else
-    local kind = class == "retry" and "exhausted" or "final"
-    local cause = hint or err or ("status " .. tostring(status))
-    if kind == "exhausted" then
-      cause = "gave up after " .. attempt .. " attempts: " .. cause
-    end
-    cmds[#cmds + 1] = { "MULTI" }
-    cmds[#cmds + 1] = { "XADD", ds.dlq, "*", "p", p, "m", mid or "", "v", version or "", "r", rms or "",
-                        "a", attempt, "h", history, "e", cause, "s", outcome, "k", kind,
-                        "t", floor(now() * 1000) }
-    cmds[#cmds + 1] = { "XACK", ds.stream, queue.DELIVERY_GROUP, id }
-    cmds[#cmds + 1] = { "XDEL", ds.stream, id }
-    cmds[#cmds + 1] = { "EXEC" }
-    metrics.inc("signal_dead_letters_total", outcome_labels(ds, outcome), 1)
-    log_throttled(ds, "error", "dlq:" .. outcome, "delivery dead-lettered", {
-      pipeline = ds.pk, integration = ds.name, status = status, error = err, cause = cause,
-      attempts = attempt, message_id = mid })
+    cmds = dead_cmds(ds, e, o, history, o.class == "retry" and "exhausted" or "final")
   end
   if live_item then
     local sha = live.ADD:ensure(ds.redis)
     if sha then cmds[#cmds + 1] = live.requests_command(ds.pk, { live_item }, sha) end
   end
   local out = write(ds, cmds)
-  if out and type(out[#cmds]) == "table" and redis_script.noscript(out[#cmds].err) then
+  if live_item and out and type(out[#cmds]) == "table" and redis_script.noscript(out[#cmds].err) then
     live.ADD:forget(ds.redis)
   end
-  ds.active[id] = nil
-  ds.inflight = ds.inflight - 1
+  ds.active[e.id] = nil
+  released(ds, 1)
 end
 
--- dispatch(ds, entries) → number started. Takes a rate-limit token per
--- entry (fetching as many as the batch needs at once) before starting it.
+---------------------------------------------------------------------------
+-- one request
+
+-- live_record(ds, e, o, started, n) → the live-event view of one request for
+-- entry e: its body is the payload the processor recorded (p:<integration>),
+-- byte for byte, so it is not stored twice
+local function live_record(ds, e, o, started, n)
+  if not (ds.live_on and e.m and e.m ~= "") then return nil end
+  local r = o.request or {}
+  local rec = {
+    attempt = e.attempt, at = floor(started * 1000), method = r.method, url = r.url, headers = r.headers,
+    status = o.status, response = o.response, retry_after = o.retry_after,
+    duration_ms = floor(o.duration_s * 1000 * 10 + 0.5) / 10, error = o.error, hint = o.hint,
+    batch = n > 1 and n or nil,
+  }
+  return { e.m, live.request_field(ds.name, e.attempt, rec.at), live.encode(rec) }
+end
+
+-- send(ds, batch) → outcome: the destination's, made safe to show
+local function send(ds, batch)
+  local bodies = {}
+  for i, e in ipairs(batch) do bodies[i] = e.p end
+  local ok, o = pcall(ds.dest.send, ds.integ, bodies, ds.timeout_ms)
+  if not ok or type(o) ~= "table" then
+    -- a destination bug must not loop: the entries are dead-lettered
+    o = { class = "permanent", label = "error", error = "destination failed: " .. tostring(o), duration_s = 0 }
+  end
+  o.duration_s = o.duration_s or 0
+  o.label = o.label or (o.status and tostring(o.status)) or "error"
+  local hok, hint = pcall(ds.dest.explain, ds.integ, o)
+  o.hint = hok and hint and scrub(hint) or nil
+  if o.error then o.error = scrub(o.error) end
+  if o.response then o.response = scrub(o.response) end
+  o.body = nil
+  return o
+end
+
+-- One delivery attempt of one batch of entries (its own coroutine).
+local function send_batch(ds, batch)
+  local started = now()
+  local o = send(ds, batch)
+  local n = #batch
+  metrics.inc("signal_deliveries_total", outcome_labels(ds, o.label), n)
+  metrics.observe("signal_delivery_request_duration_seconds", ds.labels, o.duration_s)
+  local ok = o.class == "delivered" or o.class == "dropped"
+  if o.class == "dropped" then
+    log_throttled(ds, "warn", "dropped", "the destination accepted the delivery but dropped it",
+      { pipeline = ds.pk, integration = ds.name, status = o.status, hint = o.hint })
+  end
+  for _, e in ipairs(batch) do
+    local live_item = live_record(ds, e, o, started, n)
+    if ok then
+      local r = tonumber(e.r)
+      if r then metrics.observe("signal_event_delivery_latency_seconds", ds.labels, max(0, now() - r / 1000)) end
+      M.done(ds, e.id, live_item)
+    else
+      failed(ds, e, o, started, live_item)
+    end
+  end
+end
+
+-- An entry that carries no payload is not ours to interpret: dead-letter it
+-- rather than loop forever.
+local function dead_empty(ds, e)
+  write(ds, { { "MULTI" },
+    { "XADD", ds.dlq, "*", "p", "", "m", e.m or "", "e", "delivery entry has no payload",
+      "k", "final", "t", floor(now() * 1000), "a", 0 },
+    { "XACK", ds.stream, queue.DELIVERY_GROUP, e.id }, { "XDEL", ds.stream, e.id }, { "EXEC" } })
+  ds.active[e.id] = nil
+  released(ds, 1)
+end
+
+-- dispatch(ds, entries) → number started. Cuts the entries into batches of
+-- the destination's size and takes a rate-limit token per request
+-- (fetching as many as the read needs at once) before starting it.
 local function dispatch(ds, entries)
-  local n, count = #entries, 0
-  for i = 1, n do
-    local e = entries[i]
-    local id = type(e) == "table" and e[1]
-    if type(id) == "string" and not ds.active[id] and type(e[2]) == "table" then
-      if not ratelimit.acquire(ds.limiter, n - i + 1) then return count end
+  local batches, cur = {}, nil
+  local count = 0
+  for _, raw in ipairs(entries) do
+    local id = type(raw) == "table" and raw[1]
+    if type(id) == "string" and not ds.active[id] and type(raw[2]) == "table" then
       ds.active[id] = true
       ds.inflight = ds.inflight + 1
       count = count + 1
-      spawn(send_entry, ds, id, e[2])
+      local e = entry(id, raw[2])
+      if not e.p then
+        spawn(dead_empty, ds, e)
+      else
+        if not cur or #cur >= ds.batch_size then cur = {}; batches[#batches + 1] = cur end
+        cur[#cur + 1] = e
+      end
     end
+  end
+  for i, b in ipairs(batches) do
+    if not ratelimit.acquire(ds.limiter, #batches - i + 1) then
+      -- stopping: what was not started stays pending and is claimed later
+      for j = i, #batches do
+        for _, e in ipairs(batches[j]) do ds.active[e.id] = nil end
+        released(ds, #batches[j])
+        count = count - #batches[j]
+      end
+      return count
+    end
+    spawn(send_batch, ds, b)
   end
   return count
 end
 M.dispatch = dispatch
 
-local function consumer(ds)
-  processor.consume(ds, queue.DELIVERY_GROUP, M.MAX_INFLIGHT, dispatch, function(key, msg, fields)
+local function reader(ds)
+  consumer.read_loop(ds, queue.DELIVERY_GROUP, M.MAX_INFLIGHT, dispatch, function(key, msg, fields)
     log_throttled(ds, "warn", key, msg, fields)
   end)
 end
@@ -353,48 +383,69 @@ local function mover(ds)
 end
 
 local function claimer(ds)
-  processor.claim_loop(ds, queue.DELIVERY_GROUP, M.MAX_INFLIGHT, dispatch, function(n)
+  consumer.claim_loop(ds, queue.DELIVERY_GROUP, M.MAX_INFLIGHT, dispatch, function(n)
     log.info("claimed deliveries from a stopped consumer", { pipeline = ds.pk, integration = ds.name, count = n })
   end)
 end
 
-function M.init(ctx, router)
+---------------------------------------------------------------------------
+
+-- limiter(ctx, d, integ, dest) → the token bucket this integration spends
+local function limiter(ctx, d, integ, dest)
+  local dd = dest.delivery
+  local key = dd.rate_limit_key and dd.rate_limit_key(integ) or integ.name
+  local rate = integ.rate_limit or d.rate_limit_per_tenant or dd.rate_limit or 100
+  return ratelimit.get(ctx.redis, integ.type .. ":" .. tostring(key), rate)
+end
+
+-- batch_size(integ, dest) → payloads per request: the configured size (when
+-- the destination lets the user choose), at most its maximum
+local function batch_size(integ, dest)
+  local dd = dest.delivery
+  local n = dd.batch_size and dd.batch_size(integ) or 1
+  return max(1, min(n, dd.max_batch or 1))
+end
+
+local function state(ctx, cfg, p, integ, settings)
+  local d = cfg.delivery or {}
+  local dest = destinations.get(integ.type)
+  local pk, name = p.key, integ.name
+  local timeout = integ.timeout_ms or d.timeout_ms or 10000
+  if settings.claim_idle_ms <= timeout and core.worker_id == 0 then
+    log.warn("claim idle time is not above the request timeout: a slow request may be sent twice",
+      { claim_idle_ms = settings.claim_idle_ms, timeout_ms = timeout })
+  end
+  return {
+    ctx = ctx, pk = pk, name = name, integ = integ, dest = dest,
+    stream = queue.delivery(pk, name), retry = queue.retry(pk, name), dlq = queue.dlq(pk, name),
+    consumer = ctx.node .. "-w" .. tostring(core.worker_id),
+    redis = ctx.redis, conn = nil,
+    inflight = 0, active = {}, logged = {}, outcome_labels = {},
+    done_ids = {}, done_items = {}, done_n = 0, flushing = false,
+    limiter = limiter(ctx, d, integ, dest), batch_size = batch_size(integ, dest),
+    delays = retry.delays(d), attempts = d.attempts or 8, timeout_ms = timeout,
+    labels = metrics.labels({ pipeline = pk, integration = name }),
+    live_on = (cfg.live_events_max or 0) > 0,
+    settings = settings,
+    move_every_ms = max(20, min(250, floor((d.first_retry_ms or 1000) / 4))),
+  }
+end
+
+function M.init(ctx)
   local cfg = ctx.cfg
   -- jitter must differ between workers and nodes, or they retry in step
   math.randomseed(tonumber(core.random_hex(4), 16))
-  local d = cfg.delivery or {}
-  local delays = config.retry_delays(d)
-  local settings = processor.settings(cfg)
+  local settings = consumer.settings(cfg)
   M.states = {}
   for _, p in ipairs(cfg.pipelines) do
     for _, integ in ipairs(p.integrations or {}) do
-      local pk, name = p.key, integ.name
-      local timeout = integ.timeout_ms or d.timeout_ms or 10000
-      if settings.claim_idle_ms <= timeout and core.worker_id == 0 then
-        log.warn("claim idle time is not above the request timeout: a slow request may be sent twice",
-          { claim_idle_ms = settings.claim_idle_ms, timeout_ms = timeout })
-      end
-      local ds = {
-        ctx = ctx, pk = pk, name = name, integ = integ,
-        stream = queue.delivery(pk, name), retry = queue.retry(pk, name), dlq = queue.dlq(pk, name),
-        consumer = ctx.node .. "-w" .. tostring(core.worker_id),
-        redis = ctx.redis, conn = nil,
-        inflight = 0, active = {}, logged = {}, outcome_labels = {},
-        done_ids = {}, done_items = {}, done_n = 0, flushing = false,
-        limiter = ratelimit.get(ctx.redis, integ.tenant_id or integ.tenant_subdomain or name,
-          d.rate_limit_per_tenant or 500),
-        delays = delays, attempts = d.attempts or 8, timeout_ms = timeout,
-        labels = metrics.labels({ pipeline = pk, integration = name }),
-        live_on = (cfg.live_events_max or 0) > 0,
-        settings = settings,
-        move_every_ms = max(20, min(250, floor((d.first_retry_ms or 1000) / 4))),
-      }
-      M.states[pk .. "/" .. name] = ds
+      local ds = state(ctx, cfg, p, integ, settings)
+      M.states[p.key .. "/" .. integ.name] = ds
       if core.in_engine then
         local conn, err = core.redis.connect(cfg.redis)
         if not conn then error(err, 0) end
         ds.conn = conn
-        spawn(consumer, ds)
+        spawn(reader, ds)
         spawn(mover, ds)
         spawn(claimer, ds)
       end

@@ -1,4 +1,4 @@
--- signal/cli.lua — the `signal` command line (engine/main.c runs main()).
+-- signal.dev.cli — the `signal` command line (engine/main.c runs main()).
 --
 -- One-shot commands (check, dlq) run to completion here with blocking
 -- primitives. Serving commands (run, sandbox, exec) return a plan that the C
@@ -9,7 +9,7 @@ local USAGE = [[
 usage: signal run [-c signal.conf.lua]      run the engine (also: signal -c FILE)
        signal check [-c signal.conf.lua]    validate config, presets and scripts
        signal sandbox [--listen 127.0.0.1:8091] [--profiles FILE]
-                                            a local Amperity stand-in
+                                            local stand-ins of the vendors (and a webhook receiver)
        signal dlq list|replay [-c FILE] [--pipeline K] [--integration I] [--limit N]
        signal exec FILE [ARGS…]             run a Lua file as an engine task
        signal serve FILE [--listen A] [--workers N]

@@ -29,14 +29,23 @@ function M.escape(s)
   return (tostring(s):gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
 end
 
--- "a=1&b=x%20y" -> { a = "1", b = "x y" } (first value wins).
-function M.parse_query(q)
+-- "a=1&a=2&b=x%20y" -> { { "a", "1" }, { "a", "2" }, { "b", "x y" } }: every
+-- pair, in order (for callers that must see repeated names).
+function M.query_pairs(q)
   local out = {}
   if not q or q == "" then return out end
   for pair in q:gmatch("[^&]+") do
     local k, v = pair:match("^([^=]*)=?(.*)$")
-    k = unescape(k)
-    if out[k] == nil then out[k] = unescape(v) end
+    out[#out + 1] = { unescape(k), unescape(v) }
+  end
+  return out
+end
+
+-- "a=1&b=x%20y" -> { a = "1", b = "x y" } (first value wins).
+function M.parse_query(q)
+  local out = {}
+  for _, p in ipairs(M.query_pairs(q)) do
+    if out[p[1]] == nil then out[p[1]] = p[2] end
   end
   return out
 end

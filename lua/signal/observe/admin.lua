@@ -27,6 +27,7 @@ local core = require "signal.core"
 local http = require "signal.http.response"
 local log = require "signal.observe.log"
 local queue = require "signal.redis.keys"
+local destinations = require "signal.destinations"
 local reload = require "signal.pipeline.reload"
 local live = require "signal.observe.live"
 local dlq = require "signal.deliver.dlq"
@@ -138,16 +139,14 @@ function M.status(ctx)
       local base = 2 + (i - 1) * 3
       local d = group_info(redis, queue.delivery(pk, integ.name), queue.DELIVERY_GROUP)
       d.length = tonumber(res[base + 1]) or 0
-      ps.integrations[#ps.integrations + 1] = {
-        name = integ.name,
-        type = integ.type,
-        preset = integ.preset,
-        event_stream_id = integ.event_stream_id,
-        base_url = integ.base_url,
-        delivery = d,
-        retry_scheduled = tonumber(res[base + 2]) or 0,
-        dead_letters = tonumber(res[base + 3]) or 0,
-      }
+      -- what the destination says identifies it (never a secret), then the queues
+      local dest = destinations.get(integ.type)
+      local row = dest and dest.status and dest.status(integ) or {}
+      row.name, row.type = integ.name, integ.type
+      row.delivery = d
+      row.retry_scheduled = tonumber(res[base + 2]) or 0
+      row.dead_letters = tonumber(res[base + 3]) or 0
+      ps.integrations[#ps.integrations + 1] = row
     end
     out.pipelines[#out.pipelines + 1] = ps
   end

@@ -8,7 +8,8 @@
 --   t        processed at (ms)          in     the input as received (JSON)
 --   ev       the event as the collector stored it (JSON, as is)
 --   add      what stitching and enrichment added to it: identity,
---            partner_attrs, amperity_id (JSON; merged into `ev` on read)
+--            partner_attrs and the providers' flat fields (JSON; merged into
+--            `ev` on read)
 --   enrich   enrichment info per integration (JSON)    err  processing error
 --   out:<integration>            { version, warnings, dropped } (JSON)
 --   p:<integration>              the payload JSON, byte for byte as POSTed

@@ -175,7 +175,7 @@ local function days_from_civil(y, m, d)
   return era * 146097 + doe - 719468
 end
 -- Shared with every module that turns dates into epoch seconds (the
--- Amperity payload's timestamp, HTTP-date Retry-After): one implementation.
+-- payloads' timestamps, HTTP-date Retry-After): one implementation.
 M.days_from_civil = days_from_civil
 
 -- parse_iso8601(s) → seconds since epoch (float), or nil.

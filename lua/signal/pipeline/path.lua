@@ -13,14 +13,16 @@
 --   partner_attrs.<provider>.*                      (provider + attribute)
 --   event, type, name, user_id, anonymous_id, canonical_id, message_id,
 --   timestamp, received_at, sent_at, group_id, previous_id, pipeline_key,
---   amperity_id                                     (flat: no more segments)
+--   and the flat fields enrichment providers set    (flat: no more segments)
 -- A segment made only of digits indexes an array (1-based, as in Lua), so
 -- `properties.items.1.item_id` reads the first GA4 item. Keys under
 -- properties/traits/partner_attrs are the customer's own and are kept
 -- verbatim (spaces and capitals allowed), but may not be empty.
 --
--- `amperity_id` is the flat field the enrichment step sets once the visitor is
--- resolved against Amperity (the profile id of DESIGN §3).
+-- The providers' flat fields (e.g. the resolved profile id) come from the
+-- destination registry (signal.destinations: enrichment.fields).
+
+local destinations = require "signal.destinations"
 
 local type, tonumber, concat = type, tonumber, table.concat
 
@@ -37,7 +39,6 @@ local FLAT_FIELDS = {
   event = true, type = true, name = true, user_id = true, anonymous_id = true,
   canonical_id = true, message_id = true, timestamp = true, received_at = true,
   sent_at = true, group_id = true, previous_id = true, pipeline_key = true,
-  amperity_id = true,
 }
 
 local function sorted_keys(t)
@@ -47,12 +48,18 @@ local function sorted_keys(t)
   return out
 end
 
-local VALID_ROOTS = (function()
+-- The providers' fields join on first use (the registry loads destinations,
+-- whose modules compile paths themselves), and so does the list of valid
+-- roots that messages show.
+local with_providers, VALID_ROOTS = false, nil
+local function add_provider_fields()
+  with_providers = true
+  for f in pairs(destinations.event_fields()) do FLAT_FIELDS[f] = true end
   local all = {}
   for _, k in ipairs(sorted_keys(TABLE_ROOTS)) do all[#all + 1] = k .. ".*" end
   for _, k in ipairs(sorted_keys(FLAT_FIELDS)) do all[#all + 1] = k end
-  return concat(all, ", ")
-end)()
+  VALID_ROOTS = concat(all, ", ")
+end
 
 M.FLAT_FIELDS = FLAT_FIELDS
 M.TABLE_ROOTS = TABLE_ROOTS
@@ -107,6 +114,7 @@ end
 
 -- parse(path) -> list of keys (strings, or numbers for array indexes) | nil, err
 function M.parse(path)
+  if not with_providers then add_provider_fields() end
   if type(path) ~= "string" then
     return nil, ("source must be a string path, got %s"):format(type(path))
   end
@@ -130,8 +138,7 @@ function M.parse(path)
     local need = root == "partner_attrs" and 3 or 2
     if n < need then
       if root == "partner_attrs" then
-        return nil, ("invalid source path '%s': use partner_attrs.<provider>.<attribute>, "
-          .. "e.g. partner_attrs.amperity.Persona"):format(path)
+        return nil, ("invalid source path '%s': use partner_attrs.<provider>.<attribute>"):format(path)
       end
       return nil, ("invalid source path '%s': name a field inside %s, e.g. %s.%s")
         :format(path, root, root, root == "context" and "page.url" or "price")

@@ -1,7 +1,8 @@
 -- signal.pipeline.reload — hot reload of presets and customer scripts inside a worker.
 --
---   reload.init{ presets_dir = …, scripts_dir = …, on_swap = function(lib, old) end }
---   local lib = reload.current()        -- the live blueprint library
+--   reload.init{ presets_dir = …, scripts_dir = …, on_swap = function(set, old) end }
+--   local set = reload.current()        -- the live blueprints of every destination
+--   local bp = set:get(destination, preset, pipeline_key)
 --   local ok, errors = reload.try_reload()
 --   reload.status() -> { version, loaded_at, errors = {…}, last_attempt_at }
 --
@@ -12,7 +13,7 @@
 -- working version stays live and the errors (file:line: message) are kept for
 -- /v1/admin/status. Events already being mapped hold a reference to the old
 -- library's blueprint and finish on it: nothing yields inside a mapping, and
--- a swap never mutates a library, it replaces the reference (DESIGN §6).
+-- a swap never mutates a library, it replaces the reference.
 --
 -- In the engine (core.in_engine) init also asks the engine to watch
 -- scripts_dir and presets_dir (inotify) and registers try_reload as the
@@ -21,6 +22,7 @@
 
 local core = require "signal.core"
 local blueprint = require "signal.pipeline.blueprint"
+local destinations = require "signal.destinations"
 
 local M = {}
 
@@ -62,11 +64,7 @@ local function emit(level, msg, fields)
 end
 
 local function compile()
-  return blueprint.load{
-    presets_dir = state.opts.presets_dir,
-    scripts_dir = state.opts.scripts_dir,
-    integration = state.opts.integration,
-  }
+  return blueprint.load_all{ presets_dir = state.opts.presets_dir, scripts_dir = state.opts.scripts_dir }
 end
 
 -- init(opts) -> lib. Raises when the very first load fails: a worker with no
@@ -76,7 +74,6 @@ function M.init(opts)
   state.opts = {
     presets_dir = opts.presets_dir or blueprint.default_presets_dir(),
     scripts_dir = opts.scripts_dir,
-    integration = opts.integration,
     on_swap = opts.on_swap,
   }
   state.last_attempt_at = now()
@@ -89,8 +86,11 @@ function M.init(opts)
   emit("info", "blueprints loaded", { version = lib.version })
 
   if core.in_engine and opts.watch ~= false then
-    for _, dir in ipairs({ state.opts.scripts_dir,
-                           state.opts.presets_dir .. "/" .. (state.opts.integration or "amperity") }) do
+    local dirs = { state.opts.scripts_dir }
+    for _, t in ipairs(destinations.types()) do
+      if destinations.get(t).mapping.presets then dirs[#dirs + 1] = state.opts.presets_dir .. "/" .. t end
+    end
+    for _, dir in ipairs(dirs) do
       if dir then
         local ok, werr = core.watch(dir)
         if not ok and werr then emit("warn", "cannot watch for changes: " .. tostring(werr)) end

@@ -223,13 +223,15 @@ end
 -- Probe event: a complete canonical event (as datafly.js sends after
 -- normalization) used to run each script once at load time, so a script that
 -- raises on a normal event is rejected before it replaces a working version.
+-- Every enrichment provider's probe attributes are on it
+-- (partner_attrs.<provider>), and its flat fields hold "probe".
 function M.probe_event(name)
-  return {
+  local ev = {
     type = "track", event = name or "probe_event",
     message_id = "probe-0001", timestamp = "2026-04-17T15:37:10.484Z",
     received_at = "2026-04-17T15:37:10.512Z", sent_at = "2026-04-17T15:37:10.480Z",
     user_id = "u_probe", anonymous_id = "anon_probe", canonical_id = "dfid_probe",
-    group_id = "g_probe", pipeline_key = "dk_probe", amperity_id = "amp_probe",
+    group_id = "g_probe", pipeline_key = "dk_probe",
     properties = {
       product_id = "SKU-1", sku = "SKU-1", name = "Probe", price = 10.5,
       quantity = 2, currency = "USD", value = 21, order_id = "ord_1",
@@ -250,8 +252,16 @@ function M.probe_event(name)
       library = { name = "datafly.js", version = "1.8.0" },
       consent = { analytics = true, marketing = false, functional = true },
     },
-    partner_attrs = { amperity = { Persona = "Probe", LifetimeTier = "Gold" } },
+    partner_attrs = {},
   }
+  for _, d in ipairs(require("signal.destinations").with("enrichment")) do
+    local e = d.enrichment
+    local attrs = {}
+    for k, v in pairs(e.probe or {}) do attrs[k] = v end
+    ev.partner_attrs[e.provider] = attrs
+    for _, f in ipairs(e.fields or {}) do ev[f] = "probe" end
+  end
+  return ev
 end
 
 return M

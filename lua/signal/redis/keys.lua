@@ -12,13 +12,12 @@
 --   live events      signal:{pk}:live                LIST of message ids (newest first)
 --                    signal:{pk}:live:<message_id>   HASH of the event's record
 --
--- Keys outside a pipeline (built by their modules, listed here for one map):
---   profile cache    signal:amperity:r:<sha256(tenant, collection, key, value)>   15 min found / 5 min not
---   personalized     signal:amperity:p:<sha256(tenant, collection, id, context)>  2 min
---   single flight    <either of the above>:lock                                    2 s
---   browser cache    signal:hub:<org_id>:amperity:<canonical_id>                   15 min, allow-listed only
---   rate limit       signal:{rl:<tenant_id>}                                       token bucket
+-- Keys outside a pipeline (built by their modules, listed here for one map;
+-- docs/architecture.md lists every key, with the destinations' own):
+--   rate limit       signal:{rl:<type>:<key>}   token bucket per destination rate-limit key
 --   metrics          signal:metrics, signal:metrics:gauges, signal:metrics:types
+--   destinations     signal:<provider>:…        enrichment caches, in the destination's folder
+--   browser slices   signal:hub:<org_id>:<provider>:<canonical_id>
 local M = {}
 
 M.RAW_GROUP = "processors"
@@ -42,7 +41,7 @@ function M.fields(list)
   return t
 end
 
--- Appended by the delivery issue (#5). Shapes these keys hold:
+-- Shapes these keys hold:
 --   delivery stream fields: p (payload JSON), m (message_id), v (blueprint
 --     version), r (raw stream entry time, ms), a (attempts made), h (attempt
 --     history JSON) — a and h only on entries moved back from the retry ZSET
@@ -53,12 +52,12 @@ end
 --                                                    processor could not process at all
 --   live record HASH fields: t, in, ev, enrich, err, out:<integration> (payload,
 --     version, warnings JSON), req:<integration>:<attempt>:<ms> (vendor request JSON)
---   rate limit       signal:{rl:<tenant_id>}         HASH token bucket (tokens, ts), all nodes
+--   rate limit       signal:{rl:<type>:<key>}        HASH token bucket (tokens, ts), all nodes
 --   metrics          signal:metrics                  HASH series -> value (counters, histograms)
 --                    signal:metrics:gauges           HASH series -> value (last writer wins)
 --                    signal:metrics:types            HASH metric name -> counter|gauge|histogram
 function M.raw_dlq(pk) return k(pk, "dlq") end
-function M.ratelimit(tenant) return "signal:{rl:" .. tenant .. "}" end
+function M.ratelimit(key) return "signal:{rl:" .. key .. "}" end
 function M.metrics(kind) return kind and ("signal:metrics:" .. kind) or "signal:metrics" end
 
 return M

@@ -1,11 +1,12 @@
--- signal.destinations.amperity.payload — builds the Streaming Ingest body.
+-- signal.destinations.amperity.payload — what every Streaming Ingest body
+-- carries, whatever the blueprint and the customer's scripts made of it.
 --
---   local payload, warnings = transform.payload(bp, event, cfg)  -- == bp:map(event, cfg)
+--   local payload, warning = payload.finish(event, payload, cfg)
 --
--- The blueprint (signal.pipeline.blueprint) produces the flat attributes; this module
--- owns what Amperity's real-time ingest requires of every body (seed "Event
--- ingest", DESIGN §3), applied after every script and transform hook so no
--- customer code can break it:
+-- The blueprint (signal.pipeline.blueprint) produces the flat attributes;
+-- finish() is the destination's last mapping step, run after every script
+-- and transform hook, so no customer code can break what Amperity's
+-- real-time ingest requires:
 --   source     = cfg.source_value, always (routing depends on it, exactly)
 --   type       = what the blueprint chose, else the event name or type
 --   cookieid   = canonical_id (the _dfdid cookie)      } filled from the event
@@ -24,13 +25,6 @@ local find, match, date = string.find, string.match, os.date
 
 local core_ok, core = pcall(require, "signal.core")
 if not core_ok then core = nil end
-
--- Bodies carry ~60 fields: size the table once instead of rehashing as it grows.
-local new_tab
-do
-  local ok, tn = pcall(require, "table.new")
-  new_tab = ok and tn or function() return {} end
-end
 
 local M = {}
 
@@ -96,7 +90,8 @@ local function now_iso()
   return M.iso8601(t)
 end
 
--- finish(event, payload, cfg): the fields Amperity always gets (see top).
+-- finish(event, payload, cfg) → payload, warning: the fields Amperity
+-- always gets (see top); the warning says when source_value is missing.
 function M.finish(e, p, cfg)
   local src = cfg and cfg.source_value
   p.source = src
@@ -129,18 +124,10 @@ function M.finish(e, p, cfg)
     or now_iso()
   local consent = ctx and ctx.consent
   if type(consent) == "table" then p.consent = consent else p.consent = nil end
-  return src
-end
-
--- payload(bp, event, cfg) -> body table | nil (dropped), warnings | nil
-function M.payload(bp, e, cfg)
-  local p, warnings = bp:apply(e, new_tab(0, 64))
-  if p == nil then return nil, warnings end
-  if not M.finish(e, p, cfg) then
-    local w = "source_value is not configured: Amperity routes events without the right source to _unknown"
-    if warnings then warnings[#warnings + 1] = w else warnings = { w } end
+  if not src then
+    return p, "source_value is not configured: Amperity routes events without the right source to _unknown"
   end
-  return p, warnings
+  return p
 end
 
 return M

@@ -18,7 +18,7 @@
 -- are retried; 400/401/403/404/409/411/413/415 — and any other status,
 -- which retrying will not change — are permanent and dead-lettered at once.
 -- Messages never contain the API key: the request view redacts the
--- Authorization header and the delivery loop scrubs with signal.observe.log.
+-- Authorization header and the delivery loop scrubs every message too.
 local dhttp = require "signal.deliver.http"
 
 local tostring = tostring
@@ -67,7 +67,7 @@ end
 function M.send(cfg, batch, timeout_ms)
   local p = prepare(cfg)
   return dhttp.post({ url = p.url, headers = p.headers, shown_headers = p.shown_headers, body = batch[1] },
-                    timeout_ms or cfg.timeout_ms or 10000, M.classify)
+                    timeout_ms, M.classify)
 end
 
 -- explain(cfg, outcome) → the troubleshooting line for this outcome, or nil
@@ -117,8 +117,8 @@ function M.explain(cfg, o)
     return "Amperity refused the request framing (" .. status .. ")" .. snippet(body)
   end
   if status == 429 then
-    return "rate limited by Amperity (429): retrying after Retry-After; lower"
-      .. " the integration's rate_limit if this persists"
+    return "rate limited by Amperity (429): retrying after Retry-After; lower the integration's"
+      .. " rate_limit (or delivery.rate_limit_per_tenant) if this persists"
   end
   if RETRY_STATUS[status] then
     return "Amperity is temporarily unavailable (" .. status .. "); retrying with backoff"
