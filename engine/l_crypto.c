@@ -3,7 +3,8 @@
  * sg_random_bytes/sg_uuid4/sg_hex in l_core.h, for the collector's C lane).
  *
  * sha256_hex backs linking-key hashing (email_sha256, phone_sha256) and the
- * cache keys that must never hold PII in clear; sha1_hex only names Redis
+ * cache keys that must never hold PII in clear; hmac_sha256_hex signs
+ * webhook deliveries so receivers can verify them; sha1_hex only names Redis
  * scripts for EVALSHA; random ids back message ids
  * and the _dfdid device cookie, so they come from the OS CSPRNG
  * (getrandom), not rand(). The collector mints a cookie on every first
@@ -15,6 +16,7 @@
 #include "l_core.h"
 
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <string.h>
 #include <sys/random.h>
 #include <lauxlib.h>
@@ -44,6 +46,22 @@ static int digest_hex(lua_State *L, const EVP_MD *type, const char *name)
 }
 
 static int l_sha256_hex(lua_State *L) { return digest_hex(L, EVP_sha256(), "sha256"); }
+
+/* core.hmac_sha256_hex(key, data) → the HMAC-SHA256 of data, in hex */
+static int l_hmac_sha256_hex(lua_State *L)
+{
+    size_t klen, dlen;
+    const char *key = luaL_checklstring(L, 1, &klen);
+    const char *data = luaL_checklstring(L, 2, &dlen);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (!HMAC(EVP_sha256(), key, (int)klen, (const unsigned char *)data, dlen, md, &mdlen))
+        return luaL_error(L, "hmac_sha256: OpenSSL HMAC failed");
+    char hex[2 * EVP_MAX_MD_SIZE];
+    sg_hex(md, mdlen, hex);
+    lua_pushlstring(L, hex, 2 * mdlen);
+    return 1;
+}
 
 /* SHA-1 only names Redis scripts (EVALSHA); never use it for security. */
 static int l_sha1_hex(lua_State *L) { return digest_hex(L, EVP_sha1(), "sha1"); }
@@ -117,6 +135,7 @@ void sg_open_crypto(lua_State *L)
     static const luaL_Reg fns[] = {
         { "sha256_hex", l_sha256_hex },
         { "sha1_hex", l_sha1_hex },
+        { "hmac_sha256_hex", l_hmac_sha256_hex },
         { NULL, NULL },
     };
     luaL_register(L, NULL, fns);

@@ -52,6 +52,7 @@ local M = {}
 -- type → module. Adding a destination is adding a line here.
 M.MODULES = {
   amperity = "signal.destinations.amperity",
+  webhook = "signal.destinations.webhook",
 }
 
 -- Mapping scripts that do not say which destination they map for were
