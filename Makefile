@@ -1,7 +1,8 @@
 # Signal — build, test and demo entry points.
 #   make          build bin/signal and the standalone Lua module
 #   make deps     install missing Debian packages and npm dev dependencies
-#   make test     deps + build + C tests + busted specs + SDK tests (own Redis)
+#   make lint     luacheck over every Lua file (.luacheckrc)
+#   make test     deps + lint + build + C tests + busted specs + SDK tests (own Redis)
 #   make run      the demo: private Redis, Amperity sandbox, engine, demo page
 #   make bench    reproducible benchmarks (bench/README.md)
 
@@ -35,7 +36,10 @@ build/test_core: engine/tests/test_core.c $(CORE_SRC) $(HDRS)
 deps:
 	@tools/deps.sh
 
-test: deps all build/test_core
+lint: deps
+	@luacheck --no-color -q .
+
+test: lint all build/test_core
 	@tools/test.sh
 
 check-memory: all build/test_core build/signal-asan
@@ -50,7 +54,7 @@ bench: deps all
 clean:
 	rm -rf bin build
 
-.PHONY: all deps test check-memory run bench clean
+.PHONY: all deps lint test check-memory run bench clean
 
 # AddressSanitizer build of the engine, for tools/check-memory.sh.
 build/signal-asan: engine/main.c $(CORE_SRC) $(HDRS)

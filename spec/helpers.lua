@@ -246,7 +246,7 @@ function H.eventually(fn, timeout_s, what)
   local last
   while core.monotonic() < deadline do
     last = { fn() }
-    if last[1] then return table.unpack and table.unpack(last) or unpack(last) end
+    if last[1] then return unpack(last) end
     core.sleep(25)
   end
   error("condition not met in " .. (timeout_s or 10) .. " s: " .. (what or "?") ..

@@ -12,7 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 REQUIRED=(build-essential pkg-config libluajit2-5.1-dev luajit2 libcurl4-openssl-dev libhiredis-dev
-          lua-cjson lua-socket libevent-dev libssl-dev zlib1g-dev redis-server redis-tools lua-busted luarocks curl)
+          lua-cjson lua-socket libevent-dev libssl-dev zlib1g-dev redis-server redis-tools lua-busted lua-check
+          luarocks curl)
 OPTIONAL=(chromium wrk valgrind nginx-light libnginx-mod-http-lua bc)
 
 missing() {

@@ -4,7 +4,7 @@
 local M = {}
 function M.start()
   local headers = { ["Content-Type"] = "text/plain" }
-  return function(req)
+  return function(_req)
     return 200, headers, "ok"
   end
 end

@@ -9,7 +9,7 @@ local r = assert(core.redis.connect(url))
 local out = {}
 
 local t = core.monotonic()
-for i = 1, n / 5 do r:call("SET", "bench:k", "v") end
+for _ = 1, n / 5 do r:call("SET", "bench:k", "v") end
 out.sequential_ops_s = math.floor((n / 5) / (core.monotonic() - t))
 
 local conc, done = 50, 0

@@ -57,8 +57,8 @@ local metrics = require "signal.observe.metrics"
 local redis_script = require "signal.redis.script"
 
 local type, pairs, ipairs, tostring, next, unpack = type, pairs, ipairs, tostring, next, unpack
-local find, sub, byte, char, lower, match, rep, format =
-  string.find, string.sub, string.byte, string.char, string.lower, string.match, string.rep, string.format
+local find, byte, char, lower, match, format =
+  string.find, string.byte, string.char, string.lower, string.match, string.format
 local concat = table.concat
 local floor = math.floor
 local now, gunzip, null = core.now, core.gunzip, core.null

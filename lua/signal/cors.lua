@@ -77,7 +77,7 @@ end
 -- headers(ctx, req, pipeline[, into]) → `into` (or a new table) with the CORS
 -- headers of an actual (non-preflight) response. pipeline may be nil (key
 -- unknown): then nothing is granted.
-function M.headers(ctx, req, pipeline, into)
+function M.headers(_ctx, req, pipeline, into)
   local h = into or {}
   local origin = req.headers.origin
   if origin == nil then return h end

@@ -33,11 +33,6 @@ local function bp_with(script_src, preset)
   return assert(lib:get(preset or "retail"))
 end
 
-local function count_keys(t)
-  local n = 0
-  for _ in pairs(t) do n = n + 1 end
-  return n
-end
 
 -- Amperity bodies: no arrays, no nested tables except consent.
 local function assert_flat(p)

@@ -783,7 +783,7 @@ end)
 describe("signal check", function()
   local function sink()
     local buf = {}
-    return { write = function(self, ...) for _, s in ipairs({ ... }) do buf[#buf + 1] = tostring(s) end end,
+    return { write = function(_, ...) for _, s in ipairs({ ... }) do buf[#buf + 1] = tostring(s) end end,
              text = function() return table.concat(buf) end }
   end
 

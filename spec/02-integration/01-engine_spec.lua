@@ -137,7 +137,7 @@ describe("engine core", function()
 
   it("refuses to start when the port is taken, with a message saying so", function()
     local port = upstream.url:match(":(%d+)$")
-    local out, code = H.exec("/dev/null")  -- warm-up: exec of an empty file exits 0
+    local _, code = H.exec("/dev/null")  -- warm-up: exec of an empty file exits 0
     assert.equal(0, code)
     local f = io.popen(H.bin .. " serve " .. H.root .. "/spec/fixtures/apps/upstream.lua --listen 127.0.0.1:" ..
                        port .. " 2>&1; echo \"exit=$?\"")

@@ -28,7 +28,7 @@ describe("per-tenant rate limit", function()
 
   it("keeps every one-second window of deliveries within the tenant's limit", function()
     local mids = {}
-    for i = 1, 30 do
+    for _ = 1, 30 do
       mids[#mids + 1] = K.send(engine, "dk_rl_a")
       mids[#mids + 1] = K.send(engine, "dk_rl_b")
     end

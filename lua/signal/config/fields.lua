@@ -47,7 +47,7 @@ end
 
 -- The redis URL may carry a password: messages never print it.
 local function redis_url(v)
-  local ok = false
+  local ok
   local auth, rest = v:match("^redis://([^/%s]+)(.*)$")
   if auth then
     local host = auth:match("@([^@]*)$") or auth
@@ -243,7 +243,8 @@ M.schema = {
     { name = "workers", type = "integer", min = 1, max = 1024, default = function() return M.cpu_count() end,
       default_doc = "CPU count", description = "Worker threads." },
     { name = "redis", type = "string", default = "redis://127.0.0.1:6379/0", checks = { redis_url },
-      description = "Redis URL (redis://[:password@]host[:port][/db], unix:/path/redis.sock[?db=N] or unix://:password@/path/redis.sock)." },
+      description = "Redis URL (redis://[:password@]host[:port][/db], unix:/path/redis.sock[?db=N] or"
+        .. " unix://:password@/path/redis.sock)." },
     { name = "log_level", type = "string", default = "info", one_of = LOG_LEVELS,
       description = "Minimum log level." },
     { name = "admin_token", type = "string", secret = true, non_empty = true, checks = { no_space },
@@ -277,7 +278,8 @@ M.schema = {
       },
       description = "Profile enrichment." },
     { name = "dedupe_ttl_s", type = "integer", min = 0, default = 86400,
-      description = "How long a messageId is at least remembered for de-duplication: ids are kept in windows of this length, the current and the previous one, so for up to twice as long (0: off)." },
+      description = "How long a messageId is at least remembered for de-duplication: ids are kept in"
+        .. " windows of this length, the current and the previous one, so for up to twice as long (0: off)." },
     { name = "live_events_max", type = "integer", min = 0, default = 1000,
       description = "Recent events kept per pipeline for the live view." },
     { name = "pipelines", type = "array", required = true, unique = "key",

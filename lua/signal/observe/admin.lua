@@ -25,7 +25,6 @@
 -- vendor attempts of the same event.
 local core = require "signal.core"
 local http = require "signal.http.response"
-local log = require "signal.observe.log"
 local queue = require "signal.redis.keys"
 local destinations = require "signal.destinations"
 local reload = require "signal.pipeline.reload"
@@ -33,7 +32,7 @@ local live = require "signal.observe.live"
 local dlq = require "signal.deliver.dlq"
 local metrics = require "signal.observe.metrics"
 
-local type, ipairs, pairs, tonumber, tostring = type, ipairs, pairs, tonumber, tostring
+local type, ipairs, tonumber, tostring = type, ipairs, tonumber, tostring
 local byte, min, max = string.byte, math.min, math.max
 
 local M = {}

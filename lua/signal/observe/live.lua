@@ -37,7 +37,6 @@
 -- string can only hold a bearer token if it contains "earer", and a secret
 -- only if it contains a 12-byte piece of it, and both are plain (memchr)
 -- searches. No false negatives: when either may be present, log.scrub runs.
-local core = require "signal.core"
 local cjson = require("cjson").new()
 local queue = require "signal.redis.keys"
 local log = require "signal.observe.log"
@@ -128,7 +127,6 @@ function M.encode(v)
   if ok then return fast_scrub(s) end
   return fast_scrub(cjson.encode(tostring(v)))
 end
-local encode = M.encode
 
 -- Appends the commands recording a batch of processed events to `cmds`.
 -- records: list of { id = message_id, fields = { "t", ms, "in", json, … } }

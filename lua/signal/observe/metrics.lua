@@ -51,7 +51,8 @@ M.HELP = {
   signal_events_received_total = "Events received by the collector.",
   signal_events_accepted_total = "Events accepted into the raw stream.",
   signal_events_rejected_total = "Events rejected by the collector, by reason.",
-  signal_ingest_lane_total = "Events the collector served in its C lane (engine/ingest.c); the rest of the received events took the Lua path.",
+  signal_ingest_lane_total = "Events the collector served in its C lane (engine/ingest.c); the rest of the"
+    .. " received events took the Lua path.",
   signal_events_deduplicated_total = "Events acknowledged but not enqueued again (messageId seen).",
   signal_events_processed_total = "Events taken off the raw stream and mapped.",
   signal_events_dead_lettered_total = "Events the processor could not process (raw dead letters).",

@@ -44,10 +44,9 @@ local live = require "signal.observe.live"
 local identity = require "signal.identity"
 local redis_script = require "signal.redis.script"
 
-local type, ipairs, pairs, pcall, tostring, tonumber = type, ipairs, pairs, pcall, tostring, tonumber
+local type, ipairs, pairs, pcall, tostring = type, ipairs, pairs, pcall, tostring
 local monotonic, spawn, sleep, stopping = core.monotonic, core.spawn, core.sleep, core.stopping
-local floor, min, max = math.floor, math.min, math.max
-local match = string.match
+local floor, min = math.floor, math.min
 local decode, encode = cjson.decode, cjson.encode
 local scrub = live.scrub
 
@@ -350,7 +349,7 @@ end
 
 ---------------------------------------------------------------------------
 
-function M.init(ctx, router)
+function M.init(ctx)
   local cfg = ctx.cfg
   local presets_dir = core.home and (core.home .. "/presets") or blueprint.default_presets_dir()
   local lib = reload.init { presets_dir = presets_dir, scripts_dir = cfg.scripts_dir }

@@ -83,7 +83,7 @@ end
 
 -- After a run of visitors that no configured key matched (every lookup 404),
 -- say what the seed's troubleshooting table says — at most once a minute.
-local function note_unmatched(pcfg, icfg, st)
+local function note_unmatched(pcfg, icfg)
   local k = (pcfg.key or "?") .. "\0" .. (icfg.name or "amperity")
   local n = (misses[k] or 0) + 1
   misses[k] = n
@@ -109,7 +109,7 @@ local function view_of(ev, id, attrs)
   return setmetatable({ partner_attrs = vpa, amperity_id = id }, { __index = ev })
 end
 
-local function work(ctx, pcfg, icfg, ev, cands, box)
+local function work(ctx, _pcfg, icfg, ev, cands, box)
   local st = { calls = 0 }
   box.st = st
   local p = profile.prepare(icfg, ctx.cfg and ctx.cfg.enrichment and ctx.cfg.enrichment.budget_ms)
@@ -161,7 +161,7 @@ local function run_work(ctx, pcfg, icfg, ev, cands, box)
         .. " linking_keys; ask your Amperity admin to add it, or remove it from linking_keys",
         M.HINT_EVERY_S, "refused:" .. st.refused)
     end
-    note_unmatched(pcfg, icfg, st)
+    note_unmatched(pcfg, icfg)
   end
   if out.browser_error then warn(pcfg, icfg, "browser cache: " .. out.browser_error) end
   box.out = out

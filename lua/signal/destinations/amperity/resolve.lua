@@ -111,7 +111,7 @@ end
 --          | { found = false, cache = "negative"|"miss"|nil, reason? }
 --          | { found = false, error = "…", transient = bool, cache = … }
 -- `cands` comes from M.candidates (computed by the caller before any I/O).
-function M.resolve(ctx, icfg, cands, st, p)
+function M.resolve(ctx, _icfg, cands, st, p)
   if #cands == 0 then
     return { found = false, reason = "no linking key value on the event" }
   end

@@ -15,7 +15,7 @@
 local schema = require "signal.config.schema"
 
 local quote, looks_secret = schema.quote, schema.looks_secret
-local type, ipairs = type, ipairs
+local ipairs = ipairs
 
 local M = { type = "amperity" }
 

@@ -313,7 +313,7 @@ function Blueprint:apply(e, cfg)
   local p, ph = base(self, e, name, cfg)
   if p == nil then return nil end
   local warnings
-  if self.nscripts > 0 then warnings = apply_scripts(self, e, p, name, ph, warnings) end
+  if self.nscripts > 0 then warnings = apply_scripts(self, e, p, name, ph, nil) end
   if self.ntransforms > 0 then
     p, warnings = apply_transforms(self, e, p, warnings)
     if p == false then return nil, warnings end
