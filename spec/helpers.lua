@@ -254,7 +254,7 @@ function H.eventually(fn, timeout_s, what)
 end
 
 ---------------------------------------------------------------------------
--- Raw streams and private Redis servers (added with the collector, #3).
+-- Raw streams and private Redis servers.
 
 -- Parks the processors' consumer group of pipeline pk far in the future, so
 -- the engine's processor reads nothing from signal:{pk}:raw and a spec can

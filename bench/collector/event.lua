@@ -1,7 +1,7 @@
 -- bench/collector/event.lua — prints the benchmark's event: a datafly.js
 -- track event with the full context the SDK sends (page, campaign, screen,
 -- library, session, vendor cookies, consent) — ~1.1 KB, as in
--- shared/REFERENCE.md's anchor figures. `messageId` is a placeholder that
+-- the anchor figures (nginx + Lua reading a 1.1 KB JSON body). `messageId` is a placeholder that
 -- post.lua replaces per request, so dedupe never short-circuits a request.
 -- It is the LAST member on purpose: wrk builds each request as a Lua string,
 -- and LuaJIT hashes long strings from a few sampled bytes (first, last,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/core/run.sh — engine core figures (issue #2), each beside a reference
+# bench/core/run.sh — engine core figures, each beside a reference
 # measured in the same run on the same machine:
 #   1. HTTP server req/s, trivial Lua route (wrk)  vs nginx `return 200`
 #   2. Redis round trips/s from Lua                 vs redis-benchmark

@@ -23,7 +23,7 @@
 #   MODE=collector bench/delivery/run.sh        # run 2 through POST /v1/batch
 #   LIVE=0 bench/delivery/run.sh                # live events off
 #
-# Needs: redis-server, redis-cli, curl, bc. Target (issue #5): ≥ 5,000
+# Needs: redis-server, redis-cli, curl, bc. Target: ≥ 5,000
 # delivered events/s on 2 vCPU.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

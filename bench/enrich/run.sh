@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/enrich/run.sh — enrichment and identity-hub figures (issue #6):
+# bench/enrich/run.sh — enrichment and identity-hub figures:
 #   1. GET /v1/enrich throughput and latency (wrk --latency at fixed
 #      connections, and at ~5,000 req/s offered by pacing each connection
 #      with wrk's delay(): Debian's wrk has no -R mode), beside /healthz

@@ -3,7 +3,7 @@
  * around datafly.js. Retail events with Segment names (the Amperity retail
  * preset maps them to view_item / add_to_cart / begin_checkout / purchase),
  * a Consent Mode v2 banner, sign-in with identify + refreshProfile, and the
- * seed's page-side personalization (Persona "Value Hunter" → promo hero).
+ * page-side personalization (Persona "Value Hunter" → promo hero).
  * Everything personal comes from datafly.profile.amperity, which holds only
  * the server-side allowlisted attributes.
  */
@@ -170,7 +170,7 @@
   function applyProfile(profile) {
     var a = (profile && profile.amperity) || {};
     $('#profile-json').textContent = JSON.stringify(a, null, 2);
-    // The seed's page-side example, verbatim in spirit.
+    // The integration page's example: a Value Hunter sees the promo hero.
     document.querySelector('#hero').dataset.variant = a.Persona === 'Value Hunter' ? 'promo' : 'default';
     document.querySelectorAll('.card').forEach(function (card) {
       var fav = !!a.FavoriteBrand && card.dataset.brand === a.FavoriteBrand;

@@ -1,4 +1,4 @@
--- signal/app.lua — entry module for `signal run`: builds one worker's
+-- signal.app — entry module for `signal run`: builds one worker's
 -- runtime. Called once per worker thread (engine/worker.c) with the config
 -- path; returns the request handler. Each capability is a module with
 -- init(ctx, router) that registers its routes and starts its background

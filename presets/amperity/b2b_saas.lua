@@ -1,11 +1,10 @@
 -- presets/amperity/b2b_saas.lua — Amperity blueprint v1.8.0, B2B / SaaS.
 --
 -- Sign-up, authentication, trial, subscription, collaboration and product
--- usage events (seed "Pick a vertical preset"). The account (company) id is
--- read from properties.account_id, falling back to the event's group_id.
--- Invitee emails are sent hashed only (invitee_email_sha256): the invitee has
--- not consented to anything yet.
--- The global mappings (global.lua) run first; unmapped events pass through.
+-- usage events. The account (company) id is read from properties.account_id,
+-- falling back to the event's group_id. Invitee emails are sent hashed only
+-- (invitee_email_sha256): the invitee has not consented to anything yet. The
+-- global mappings (global.lua) run first; unmapped events pass through.
 
 local ACCOUNT = {
   { source = { "properties.account_id", "group_id" }, target = "account_id" },

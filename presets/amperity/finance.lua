@@ -1,10 +1,9 @@
 -- presets/amperity/finance.lua — Amperity blueprint v1.8.0, Finance & Banking.
 --
--- Account, KYC, login, transaction, payment, card and loan lifecycle events
--- (seed "Pick a vertical preset"). Amounts keep their own field (`amount`)
--- and are also written as `value` so Amperity aggregations can sum every
--- vertical the same way. No account numbers are mapped: only the ids the
--- site chooses to send in properties.
+-- Account, KYC, login, transaction, payment, card and loan lifecycle events.
+-- Amounts keep their own field (`amount`) and are also written as `value` so
+-- Amperity aggregations can sum every vertical the same way. No account
+-- numbers are mapped: only the ids the site chooses to send in properties.
 -- The global mappings (global.lua) run first; unmapped events pass through.
 
 local AMOUNT = {

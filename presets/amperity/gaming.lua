@@ -1,10 +1,10 @@
 -- presets/amperity/gaming.lua — Amperity blueprint v1.8.0, Gaming vertical.
 --
 -- Session, level, achievement, tutorial (`tutorial_*` = started/completed/
--- skipped), item, virtual currency, social and match events (seed "Pick a
--- vertical preset"). Virtual currency follows GA4's earn/spend_virtual_currency
--- (virtual_currency_name, value); real-money prices keep price/currency.
--- The global mappings (global.lua) run first; unmapped events pass through.
+-- skipped), item, virtual currency, social and match events. Virtual currency
+-- follows GA4's earn/spend_virtual_currency (virtual_currency_name, value);
+-- real-money prices keep price/currency. The global mappings (global.lua) run
+-- first; unmapped events pass through.
 
 local GAME = { prop "game_id", prop "game_mode", prop "platform" }
 local LEVEL = join({

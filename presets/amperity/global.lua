@@ -2,11 +2,10 @@
 --
 -- Shared by all seven vertical presets: the engine runs these first for every
 -- event, then the vertical's event handler. Every target is a flat top-level
--- field of the Streaming Ingest body (seed "Event ingest"); the only nested
--- field, `consent`, is added verbatim by the integration itself and is not a
--- mapping. A `source` list is a fallback chain: the first path that has a
--- value wins (the current event's traits before the identity stitched from an
--- earlier identify).
+-- field of the Streaming Ingest body; the only nested field, `consent`, is
+-- added verbatim by the integration itself and is not a mapping. A `source`
+-- list is a fallback chain: the first path that has a value wins (the current
+-- event's traits before the identity stitched from an earlier identify).
 
 -- Identity values are matched by Amperity: send them trimmed (and e-mail
 -- addresses lower-cased), as the hashed variants are. Most values are clean

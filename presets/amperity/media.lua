@@ -1,11 +1,11 @@
 -- presets/amperity/media.lua — Amperity blueprint v1.8.0, Media vertical.
 --
 -- Video playback, content and ad lifecycles plus audio and podcast events
--- (seed "Pick a vertical preset"; `audio_playback_*` expands to
--- started/paused/resumed/completed like video). Property names follow the
--- Segment video spec; its per-player properties.session_id becomes
--- playback_session_id so it does not clash with the visit's session_id.
--- The global mappings (global.lua) run first; unmapped events pass through.
+-- (`audio_playback_*` expands to started/paused/resumed/completed like
+-- video). Property names follow the Segment video spec; its per-player
+-- properties.session_id becomes playback_session_id so it does not clash with
+-- the visit's session_id. The global mappings (global.lua) run first;
+-- unmapped events pass through.
 
 local PLAYBACK = {
   prop("session_id", "playback_session_id"),

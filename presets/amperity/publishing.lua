@@ -1,9 +1,9 @@
 -- presets/amperity/publishing.lua — Amperity blueprint v1.8.0, Publishing.
 --
 -- Article, navigation, search, newsletter, paywall, subscription and
--- engagement events (seed "Pick a vertical preset"). Article tags arrive as a
--- list and are sent comma-separated (Amperity bodies carry no arrays).
--- The global mappings (global.lua) run first; unmapped events pass through.
+-- engagement events. Article tags arrive as a list and are sent
+-- comma-separated (Amperity bodies carry no arrays). The global mappings
+-- (global.lua) run first; unmapped events pass through.
 
 local function csv(v)
   if type(v) ~= "table" then return v end

@@ -1,11 +1,10 @@
 -- presets/amperity/retail.lua — Amperity blueprint v1.8.0, Retail vertical.
 --
 -- Accepts both GA4-style names (view_item, properties.items[]) and legacy
--- Segment names (Product Viewed, properties.products[]), per the seed's
--- "Event name mappings" table; the `type` is always the GA4 name. Where both
--- styles carry a field, `source` lists the flat Segment property first and
--- the first GA4 item second. The global mappings (global.lua) run before
--- these handlers; unmapped events pass through flat.
+-- Segment names (Product Viewed, properties.products[]); the `type` is always
+-- the GA4 name. Where both styles carry a field, `source` lists the flat
+-- Segment property first and the first GA4 item second. The global mappings
+-- (global.lua) run before these handlers; unmapped events pass through flat.
 
 -- Line-item summaries. `source` is the line list (GA4 `items`, Segment
 -- `products`); Amperity bodies cannot carry arrays, so lists become counts

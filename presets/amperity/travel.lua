@@ -1,9 +1,9 @@
 -- presets/amperity/travel.lua — Amperity blueprint v1.8.0, Travel vertical.
 --
--- Search, view, booking lifecycle, stay and loyalty events (seed "Pick a
--- vertical preset"). Property names follow the GA4-style travel event spec:
--- properties.origin / destination are IATA codes or city names as sent.
--- The global mappings (global.lua) run first; unmapped events pass through.
+-- Search, view, booking lifecycle, stay and loyalty events. Property names
+-- follow the GA4-style travel event spec: properties.origin / destination are
+-- IATA codes or city names as sent. The global mappings (global.lua) run
+-- first; unmapped events pass through.
 
 local TRIP = {
   prop "origin", prop "destination",

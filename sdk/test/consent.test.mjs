@@ -1,5 +1,5 @@
 // Consent: Google Consent Mode v2, OneTrust and explicit datafly.consent()
-// mapped to the seed's nested shape.
+// mapped to the nested consent shape Amperity receives.
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { sdk, makeDatafly, settle } from '../test-support/fake-browser.mjs';
@@ -80,7 +80,7 @@ test('maps the canonical booleans: analytics, marketing, functional', () => {
   assert.equal(both.marketing, true);
 });
 
-test('produces the seed example shape from Google Consent Mode plus CMP categories', () => {
+test('produces the documented consent shape from Google Consent Mode plus CMP categories', () => {
   const google = { ad_storage: 'denied', ad_user_data: 'denied', ad_personalization: 'denied', analytics_storage: 'granted' };
   const consent = mapConsent(google, { C0001: true, C0002: false }, { functional: true, categories: { ad_personalization: false } });
   assert.deepEqual(consent, {

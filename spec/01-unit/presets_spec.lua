@@ -1,5 +1,5 @@
 -- spec/01-unit/presets_spec.lua — the Amperity blueprint v1.8.0 presets:
--- the seed's coverage and event-name tables (literally), the 40+ global
+-- the integration page's coverage and event-name tables (literally), the 40+ global
 -- mappings, and every handler's property mappings, against the real files.
 local blueprint = require "signal.pipeline.blueprint"
 local scripts = require "signal.pipeline.scripts"
@@ -29,7 +29,7 @@ local SEED_COVERAGE = {
     .. "comment_posted, author_followed",
 }
 
--- The seed's `*` shorthands, as the issue defines them.
+-- The coverage table's `*` shorthands, expanded.
 local WILDCARDS = {
   ["audio_playback_*"] = { "audio_playback_started", "audio_playback_paused",
                            "audio_playback_resumed", "audio_playback_completed" },
@@ -190,7 +190,7 @@ describe("Amperity presets", function()
     end
   end)
 
-  describe("covers every event the seed lists", function()
+  describe("covers every event the integration page lists", function()
     for _, v in ipairs(VERTICALS) do
       for _, name in ipairs(expand(SEED_COVERAGE[v])) do
         it(("%s: %s"):format(v, name), function()
@@ -203,7 +203,7 @@ describe("Amperity presets", function()
       end
     end
 
-    it("expands the seed's shorthands", function()
+    it("expands the coverage table's shorthands", function()
       assert.are.same({ "booking_started", "booking_completed", "booking_cancelled", "booking_modified" },
         expand("booking_started/completed/cancelled/modified"))
       assert.are.same({ "logged_in", "logged_out" }, expand("logged_in/out"))
@@ -211,7 +211,7 @@ describe("Amperity presets", function()
     end)
   end)
 
-  describe("Retail's event name mappings (seed table)", function()
+  describe("Retail's event name mappings (the integration page's table)", function()
     for _, row in ipairs(EVENT_NAME_MAPPINGS) do
       it(("maps %s to %s"):format(row[1], row[2]), function()
         local p = lib:get("retail"):map(event_named(row[1]), CFG)

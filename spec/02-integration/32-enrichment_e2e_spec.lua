@@ -1,5 +1,5 @@
--- The seed's "Testing > Profile enrichment" and "Browser personalization"
--- checks, end to end on a real engine: identify with an email that is in the
+-- The Amperity integration's own checks of profile enrichment and browser
+-- personalization, end to end on a real engine: identify with an email that is in the
 -- Amperity collection, then the same device's next (anonymous) event goes out
 -- to Amperity carrying the profile's attributes, and /v1/enrich serves the
 -- allow-listed slice to that device. Collector → raw stream → processor

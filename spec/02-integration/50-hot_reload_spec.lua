@@ -1,4 +1,4 @@
--- Hot reload under a running engine (issue #4): editing a customer script
+-- Hot reload under a running engine: editing a customer script
 -- changes the payloads of the next events without a restart; a broken
 -- script never replaces the working version, and /v1/admin/status names the
 -- file and line. Everything real: engine, Redis, the Amperity sandbox.

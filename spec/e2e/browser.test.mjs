@@ -1,9 +1,9 @@
-// spec/e2e/browser.test.mjs — the browser end-to-end test (issue #7): Debian's
+// spec/e2e/browser.test.mjs — the browser end-to-end test: Debian's
 // headless chromium (through playwright-core, never a downloaded browser)
 // loads the demo storefront (examples/demo) against a real engine and the
 // Amperity sandbox, all started by spec/e2e/run.sh, which sets E2E_* env.
 //
-// It proves the whole browser flow the seed describes:
+// It proves the whole browser flow of the Amperity integration:
 //   - the pageview and a tracked event reach Amperity's ingest with
 //     cookieid = the browser's _dfdid cookie;
 //   - a Google Consent Mode update travels nested and verbatim;

@@ -1,4 +1,4 @@
--- signal/dlq.lua — dead letters: list and replay, for `signal dlq` and the
+-- signal.deliver.dlq — dead letters: list and replay, for `signal dlq` and the
 -- admin API (GET /v1/admin/dlq, POST /v1/admin/dlq/replay).
 --
 --   dlq.list(redis, cfg, { pipeline = K, integration = I, limit = N }) → entries

@@ -1,4 +1,4 @@
--- signal.dev.check — the logic of `signal check [-c F]` (DESIGN §2, CLI).
+-- signal.dev.check — the logic of `signal check [-c F]`.
 --
 -- Validates the config file and, when the blueprint engine is installed
 -- (signal.pipeline.blueprint), loads every preset and customer script the way

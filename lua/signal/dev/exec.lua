@@ -1,4 +1,4 @@
--- signal/exec.lua — entry for `signal exec FILE [ARGS…]`: runs a Lua file as
+-- signal.dev.exec — entry for `signal exec FILE [ARGS…]`: runs a Lua file as
 -- one engine task on a single worker, so scripts (specs, benchmarks, ops
 -- one-offs) get the non-blocking primitives. The process exits with the
 -- number the file returns (0 when it returns nothing).

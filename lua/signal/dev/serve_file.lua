@@ -1,4 +1,4 @@
--- signal/serve_file.lua — entry for `signal serve FILE`: FILE returns a table
+-- signal.dev.serve_file — entry for `signal serve FILE`: FILE returns a table
 -- with start(args) → handler, exactly like the engine's own entry modules.
 -- Used by specs (a controllable upstream) and benchmarks (a trivial route).
 local M = {}

@@ -1,4 +1,4 @@
--- signal/http.lua — response helpers shared by every handler: JSON bodies,
+-- signal.http.response — response helpers shared by every handler: JSON bodies,
 -- the one error shape of the contract ({"error":{"code","message"}}), query
 -- string and cookie parsing.
 local cjson = require("cjson").new()

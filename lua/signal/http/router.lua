@@ -1,4 +1,4 @@
--- signal/router.lua — method + path → handler. Exact paths are a hash
+-- signal.http.router — method + path → handler. Exact paths are a hash
 -- lookup; patterned routes ("/v1/js/:key/datafly.js") are tried in order.
 -- Each request already runs in its own coroutine (engine/worker.c), so a
 -- handler may use every signal.core primitive.

@@ -1,4 +1,4 @@
--- signal/admin.lua — the admin API and the /live page (DESIGN §2).
+-- signal.observe.admin — the admin API and the /live page.
 --
 --   GET  /v1/admin/status                      versions, script errors, queues, dead letters
 --   POST /v1/admin/reload                      reload presets + scripts in every worker

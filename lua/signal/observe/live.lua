@@ -1,6 +1,6 @@
--- signal/live.lua — live events: the recent events of each pipeline as they
+-- signal.observe.live — live events: the recent events of each pipeline as they
 -- went through Signal, for the /live page and GET /v1/admin/live (the
--- seed's "Testing" section: see the transformed event and the vendor
+-- the way to check an integration: see the transformed event and the vendor
 -- request side by side).
 --
 -- Layout (queue.lua): per pipeline a LIST of message ids, newest first,

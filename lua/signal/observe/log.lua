@@ -1,4 +1,4 @@
--- signal/log.lua — structured logging: one JSON object per line on stderr.
+-- signal.observe.log — structured logging: one JSON object per line on stderr.
 --
 -- log.warn("partner resolve failed", { pipeline = k, reason = err })
 --

@@ -1,4 +1,4 @@
--- signal/metrics.lua — Prometheus metrics that are correct across workers
+-- signal.observe.metrics — Prometheus metrics that are correct across workers
 -- and nodes.
 --
 --   metrics.inc("signal_events_received_total", { pipeline = pk }, 1)

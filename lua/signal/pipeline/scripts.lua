@@ -2,7 +2,7 @@
 -- restricted environment and runs customer code under an instruction budget.
 --
 -- A customer script is a Lua file in `scripts_dir` that returns a blueprint
--- table (DESIGN §4). It is loaded into a fresh environment per file with only
+-- table. It is loaded into a fresh environment per file with only
 -- pure functions: string/table/math, pairs/ipairs/next, tostring/tonumber/
 -- type/select/error/pcall/assert/unpack/setmetatable, os.time/os.date/os.clock
 -- and a `sha256(s)` helper. There is no io, no os.execute, no require, no

@@ -1,4 +1,4 @@
--- signal/queue.lua — the Redis key layout every module shares. All keys of a
+-- signal.redis.keys — the Redis key layout every module shares. All keys of a
 -- pipeline carry the hash tag {pipeline_key}, so a pipeline's streams, dedupe
 -- keys and Lua scripts live in one Redis Cluster slot.
 --

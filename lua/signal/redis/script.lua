@@ -1,4 +1,4 @@
--- signal/redis_script.lua — the Redis Lua scripts Signal runs (dedupe +
+-- signal.redis.script — the Redis Lua scripts Signal runs (dedupe +
 -- XADD, retry moves, dead-letter replays, the rate-limit bucket, live
 -- records), called by SHA-1 so a call sends the hash, not the source.
 --

@@ -1,6 +1,5 @@
 -- signal.destinations.amperity.browser — the allow-listed slice of a
--- visitor's profile that the browser may see (seed: "Browser
--- personalization").
+-- visitor's profile that the browser may see.
 --
 -- After enrichment the merged attributes (partner_attrs.amperity, with
 -- amperity_personalized laid on top) are filtered through

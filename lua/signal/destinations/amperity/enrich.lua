@@ -1,5 +1,5 @@
--- signal.destinations.amperity.enrich — the processor's partner enrichment
--- step (seed: "Server-side profile enrichment"), within a time budget.
+-- signal.destinations.amperity.enrich — Amperity as an enrichment provider:
+-- the visitor's profile attributes on every event, within a time budget.
 --
 --   local enrich = require "signal.destinations.amperity.enrich"
 --   local info = enrich.run(ctx, pipeline_cfg, integration_cfg, ev)
@@ -82,7 +82,8 @@ local function key_list(icfg)
 end
 
 -- After a run of visitors that no configured key matched (every lookup 404),
--- say what the seed's troubleshooting table says — at most once a minute.
+-- say that the collection's linking_keys may not include the keys configured
+-- — at most once a minute.
 local function note_unmatched(pcfg, icfg)
   local k = (pcfg.key or "?") .. "\0" .. (icfg.name or "amperity")
   local n = (misses[k] or 0) + 1

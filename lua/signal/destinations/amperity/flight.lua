@@ -2,8 +2,8 @@
 -- time", and waiting on a spawned task with a deadline.
 --
 -- Concurrent events of the same new visitor would otherwise each miss the
--- cache and each call Amperity (DESIGN §3: "concurrent lookups for the same
--- key share one in-flight call"). Two levels:
+-- cache and each call Amperity; concurrent lookups for the same key share
+-- one in-flight call instead. Two levels:
 --
 --   * in this worker: a table of in-flight calls keyed by cache key. The
 --     first caller (the leader) makes the call; every later caller waits on

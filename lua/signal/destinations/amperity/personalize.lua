@@ -1,5 +1,5 @@
 -- signal.destinations.amperity.personalize — context-sensitive
--- personalization (seed: "Context-sensitive personalization").
+-- personalization.
 --
 -- With enable_context_personalization, each personalization_context_mappings
 -- entry {source, target} reads `source` from the current event (signal.pipeline.path:
@@ -12,8 +12,8 @@
 -- integration's config table), never parsed per event. Parameters follow the
 -- mappings' order; empty values (nil, "", tables) are left out, and an event
 -- with no context value at all makes no call. `partner_attrs.amperity.*`
--- sources see the attributes just resolved for this event (the seed's
--- tierHint example), through a view of the event — the event itself is not
+-- sources see the attributes just resolved for this event (e.g. a tierHint
+-- from LifetimeTier), through a view of the event — the event itself is not
 -- touched until enrichment is complete.
 --
 -- Cache: signal:amperity:p:<sha256(tenant NUL collection NUL amperity_id NUL

@@ -1,5 +1,5 @@
 -- signal.destinations.amperity.resolve — which Amperity profile is this
--- visitor? (seed: "Resolve the visitor", "Linking keys"; DESIGN §3)
+-- visitor?
 --
 -- The integration's linking_keys are tried in order; each takes its value
 -- from the event's identifiers (signal.pipeline.event.identifiers: canonical_id,
