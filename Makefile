@@ -78,8 +78,8 @@ install-rock: rock
 
 .PHONY: rock install-rock
 
-# Regenerates README's configuration reference from the schemas.
+# Regenerates the configuration reference (docs/configuration.md) from the schemas.
 docs:
-	luajit tools/config-reference.lua --write README.md
+	luajit tools/config-reference.lua --write docs/configuration.md
 
 .PHONY: docs

@@ -1,15 +1,17 @@
 -- examples/signal.conf.lua — the demo configuration.
 --
--- One pipeline (dk_live_demo) delivering to one Amperity integration that
--- points at the local Amperity sandbox (`signal sandbox --listen
--- 127.0.0.1:8091`). Every credential comes from the environment, with
--- obviously fake demo defaults so the demo runs out of the box:
+-- One pipeline (dk_live_demo) delivering to Amperity and to a webhook, both
+-- pointing at the local sandbox (`signal sandbox --listen 127.0.0.1:8091`:
+-- Amperity's stand-in and a receiver that verifies webhook signatures).
+-- Every credential comes from the environment, with obviously fake demo
+-- defaults so the demo runs out of the box:
 --
 --   SIGNAL_REDIS               redis URL           (redis://127.0.0.1:6390/0)
 --   SIGNAL_ADMIN_TOKEN         admin API token     (unset: admin API off)
 --   IDENTITY_HUB_ORG_ID        identity hub org id (demo UUID)
 --   AMPERITY_API_KEY           Streaming Ingest JWT (demo value)
 --   AMPERITY_PROFILE_API_KEY   Profile API JWT      (demo value)
+--   DEMO_WEBHOOK_SECRET        webhook signing key  (the sandbox receiver's demo value)
 --
 -- Check it with `signal check -c examples/signal.conf.lua`.
 
@@ -51,6 +53,13 @@ return {
             { source = "canonical_id", key = "_dfdid" },
           },
           browser_attribute_allowlist = "Persona,FavoriteBrand,LifetimeTier",
+        },
+        {
+          -- every event, enriched (partner_attrs.amperity), signed and POSTed
+          type = "webhook",
+          name = "demo",
+          url = "http://127.0.0.1:8091/hooks/demo",
+          signing_secret = env("DEMO_WEBHOOK_SECRET") or "demo-webhook-secret-0123456789",
         },
       },
     },

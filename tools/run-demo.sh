@@ -4,7 +4,8 @@
 #
 #   Redis          private redis-server on 6390, data in var/demo/redis
 #                  (or the Redis in SIGNAL_REDIS, which is then not started)
-#   sandbox        bin/signal sandbox on 127.0.0.1:8091 (spec/fixtures/profiles.json)
+#   sandbox        bin/signal sandbox on 127.0.0.1:8091 (spec/fixtures/profiles.json):
+#                  Amperity's stand-in and a webhook receiver
 #   engine         bin/signal run -c examples/signal.conf.lua on 127.0.0.1:8080,
 #                  admin token set (live events) and the identity hub on
 #   storefront     bin/signal serve examples/demo/app.lua on 127.0.0.1:8000
@@ -86,7 +87,7 @@ await() {  # await NAME LOG CHECK… : bounded wait until CHECK succeeds
 }
 
 check_port "$ENGINE_PORT" "engine, listen in examples/signal.conf.lua" "change listen there"
-check_port "$SANDBOX_PORT" "Amperity sandbox" "set DEMO_SANDBOX_PORT (and base_url in examples/signal.conf.lua)"
+check_port "$SANDBOX_PORT" "sandbox" "set DEMO_SANDBOX_PORT (and the sandbox URLs in examples/signal.conf.lua)"
 check_port "$PAGE_PORT" "demo storefront" "set DEMO_PAGE_PORT (and the origins in examples/signal.conf.lua)"
 
 if [ -n "${SIGNAL_REDIS:-}" ]; then
@@ -103,9 +104,9 @@ else
   say "Redis on 127.0.0.1:6390 (data in var/demo/redis)"
 fi
 
-start "Amperity sandbox" "$VAR/sandbox.log" bin/signal sandbox --listen "127.0.0.1:$SANDBOX_PORT" --profiles "$FIXTURE"
-await "Amperity sandbox" "$VAR/sandbox.log" curl -fsS --max-time 1 "http://127.0.0.1:$SANDBOX_PORT/_sandbox/stats"
-say "Amperity sandbox on 127.0.0.1:$SANDBOX_PORT"
+start "sandbox" "$VAR/sandbox.log" bin/signal sandbox --listen "127.0.0.1:$SANDBOX_PORT" --profiles "$FIXTURE"
+await "sandbox" "$VAR/sandbox.log" curl -fsS --max-time 1 "http://127.0.0.1:$SANDBOX_PORT/_sandbox/stats"
+say "sandbox (Amperity, webhook receiver) on 127.0.0.1:$SANDBOX_PORT"
 
 start "engine" "$VAR/engine.log" bin/signal run -c examples/signal.conf.lua
 await "engine" "$VAR/engine.log" curl -fsS --max-time 1 "http://127.0.0.1:$ENGINE_PORT/healthz"
@@ -130,6 +131,7 @@ ${B}Signal demo is running.${N} Open:
                      the same hostname, so the _dfdid cookie stays first-party)
 ${LIVE:+  Live events        $LIVE
 }  Amperity received  http://127.0.0.1:$SANDBOX_PORT/_sandbox/requests?prefix=/prof/events
+  Webhook received   http://127.0.0.1:$SANDBOX_PORT/_sandbox/requests?prefix=/hooks/demo
 
 Try: view a product, add to cart, check out; choose in the cookie banner;
 then "Sign in as jane.doe@example.com" — she is a "Value Hunter", so the hero
@@ -140,9 +142,11 @@ Watch live events (admin token: $SIGNAL_ADMIN_TOKEN):
   curl -s -H 'Authorization: Bearer $SIGNAL_ADMIN_TOKEN' \\
     'http://127.0.0.1:$ENGINE_PORT/v1/admin/live?pipeline=dk_live_demo&limit=5'
 
-What Amperity received (newest last):
+What Amperity and the webhook received (newest last; the webhook's payloads
+carry the Amperity attributes under partner_attrs.amperity once Jane signs in):
 
   curl -s 'http://127.0.0.1:$SANDBOX_PORT/_sandbox/requests?prefix=/prof/events&limit=5'
+  curl -s 'http://127.0.0.1:$SANDBOX_PORT/_sandbox/requests?prefix=/hooks/demo&limit=5'
 
 Customer mapping scripts: examples/scripts/ (e.g. 10_acme_loyalty.lua). Edit
 one while the demo runs: the next events use it, no restart (a broken edit is
