@@ -1,7 +1,7 @@
--- tools/config-reference.lua — prints the README's configuration reference
--- from the declarative schemas (signal.config's top level and each
--- integration's schema), so the docs cannot drift from validation.
--- spec/01-unit/readme_spec.lua fails when README.md is out of date:
+-- tools/config-reference.lua — prints the configuration reference
+-- (docs/configuration.md) from the declarative schemas (signal.config's top
+-- level and each destination's settings), so the docs cannot drift from
+-- validation. spec/01-unit/readme_spec.lua fails when the page is out of date:
 --   luajit tools/config-reference.lua > /tmp/ref.md
 package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
 package.cpath = "build/lua/?.so;" .. package.cpath
@@ -54,7 +54,7 @@ end
 out[#out + 1] = "<!-- end of generated reference -->"
 local text = table.concat(out, "\n")
 
--- `--write README.md` replaces the generated block in place (make docs).
+-- `--write docs/configuration.md` replaces the generated block in place (make docs).
 if arg[1] == "--write" then
   local f = assert(io.open(arg[2]))
   local doc = f:read("*a")
