@@ -31,6 +31,7 @@ local reload = require "signal.pipeline.reload"
 local live = require "signal.observe.live"
 local dlq = require "signal.deliver.dlq"
 local metrics = require "signal.observe.metrics"
+local prometheus = require "signal.observe.prometheus"
 
 local type, ipairs, tonumber, tostring = type, ipairs, tonumber, tostring
 local byte, min, max = string.byte, math.min, math.max
@@ -99,7 +100,7 @@ end
 -- status
 
 local function group_info(redis, stream, group)
-  local groups = metrics.xinfo_groups(redis, stream)
+  local groups = prometheus.xinfo_groups(redis, stream)
   local g = groups and groups[group]
   if not g then return { pending = 0, lag = nil, consumers = 0 } end
   local lag = tonumber(g.lag)
