@@ -323,11 +323,25 @@ local function dead_empty(ds, e)
   released(ds, 1)
 end
 
+-- batch_of(ds, open, batches, e) → the batch e joins: the open one of its
+-- batch key (the destination's batch_key, e.g. one visitor per request),
+-- or a new one once that is full
+local function batch_of(ds, open, batches, e)
+  local key = ds.batch_key and ds.batch_key(ds.integ, e.p) or ""
+  local cur = open[key]
+  if not cur or #cur >= ds.batch_size then
+    cur = {}
+    open[key] = cur
+    batches[#batches + 1] = cur
+  end
+  return cur
+end
+
 -- dispatch(ds, entries) → number started. Cuts the entries into batches of
 -- the destination's size and takes a rate-limit token per request
 -- (fetching as many as the read needs at once) before starting it.
 local function dispatch(ds, entries)
-  local batches, cur = {}, nil
+  local batches, open = {}, {}
   local count = 0
   for _, raw in ipairs(entries) do
     local id = type(raw) == "table" and raw[1]
@@ -339,8 +353,8 @@ local function dispatch(ds, entries)
       if not e.p then
         spawn(dead_empty, ds, e)
       else
-        if not cur or #cur >= ds.batch_size then cur = {}; batches[#batches + 1] = cur end
-        cur[#cur + 1] = e
+        local b = batch_of(ds, open, batches, e)
+        b[#b + 1] = e
       end
     end
   end
@@ -423,6 +437,7 @@ local function state(ctx, cfg, p, integ, settings)
     inflight = 0, active = {}, logged = {}, outcome_labels = {},
     done_ids = {}, done_items = {}, done_n = 0, flushing = false,
     limiter = limiter(ctx, d, integ, dest), batch_size = batch_size(integ, dest),
+    batch_key = dest.delivery.batch_key,
     delays = retry.delays(d), attempts = d.attempts or 8, timeout_ms = timeout,
     labels = metrics.labels({ pipeline = pk, integration = name }),
     live_on = (cfg.live_events_max or 0) > 0,

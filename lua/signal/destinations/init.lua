@@ -28,7 +28,9 @@
 --                                      `type` is written to (nil: none)
 --                   reserved_targets   { target = why } no mapping may write
 --   delivery      { max_batch, batch_size(cfg), rate_limit_key(cfg),
---                   rate_limit (requests/s by default), timeout_ms? }
+--                   rate_limit (requests/s by default),
+--                   batch_key(cfg, payload_json) → only payloads with the
+--                   same key share a request (optional; e.g. one visitor) }
 --   send(cfg, batch, timeout_ms) → outcome
 --                 batch: the payload JSON strings of one request (at most
 --                 batch_size); outcome (signal.deliver.http builds them):
