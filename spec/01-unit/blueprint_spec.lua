@@ -496,3 +496,58 @@ describe("signal.pipeline.blueprint", function()
     end)
   end)
 end)
+
+describe("nested payloads (a destination without presets: the webhook)", function()
+  local function webhook_bp(src)
+    local lib, errs = blueprint.load{ destination = "webhook", presets_dir = "presets",
+                                      scripts_dir = scripts_dir({ ["01_hook.lua"] = src }) }
+    assert(lib, errs and table.concat(errs, "\n"))
+    return assert(lib:get(nil, "dk_hook"))
+  end
+
+  it("starts from the enriched event and writes dotted targets as objects", function()
+    local bp = webhook_bp([[return { integration = "webhook", global = { mappings = {
+      { source = "partner_attrs.amperity.Persona", target = "customer.persona" },
+      { source = "properties.products", target = "order.items" },
+    } } }]])
+    local e = T.fixture("retail")
+    e.partner_attrs = { amperity = { Persona = "Value Hunter" } }
+    local p = bp:map(e, {})
+    assert.equal("Value Hunter", p.customer.persona)
+    assert.same(e.properties.products, p.order.items)
+    assert.equal(e.message_id, p.message_id)
+    assert.same(e.partner_attrs, p.partner_attrs)
+  end)
+
+  for _, guarded in ipairs({ false, true }) do
+    it("copies the event's objects it writes into, leaving the event as it was"
+       .. (guarded and " (a script with fn)" or ""), function()
+      local fn = guarded and ", fn = function(v) return v end" or ""
+      local bp = webhook_bp([[return { integration = "webhook", global = { mappings = {
+        { source = "properties.category", target = "context.page.section"]] .. fn .. [[ },
+      } } }]])
+      local e = T.fixture("retail")
+      e.properties.category = "shoes"
+      local before = cjson.encode(e)
+      local p = bp:map(e, {})
+      assert.equal("shoes", p.context.page.section)
+      -- the rest of the objects on the way is kept
+      assert.equal(e.context.page.url, p.context.page.url)
+      assert.equal(e.context.user_agent, p.context.user_agent)
+      -- and the event every other destination maps from is untouched
+      assert.equal(before, cjson.encode(e))
+      assert.is_nil(e.context.page.section)
+    end)
+  end
+
+  it("drops what no script handles when a script says default = \"drop\"", function()
+    local bp = webhook_bp([[return { integration = "webhook", default = "drop",
+      events = { ["Order Completed"] = { mappings = { { source = "properties.order_id", target = "order" } } } } }]])
+    local e = T.fixture("retail")
+    e.event = "Order Completed"
+    e.properties.order_id = "ord-7"
+    assert.equal("ord-7", bp:map(e, {}).order)
+    e.event = "Product Viewed"
+    assert.is_nil((bp:map(e, {})))
+  end)
+end)

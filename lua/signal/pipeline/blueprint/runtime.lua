@@ -120,16 +120,44 @@ local function run_flat(list, e, out)
   end
 end
 
--- set(out, keys, v): out.a.b.c = v, making the objects on the way
+-- A nested payload starts as a shallow copy of the event, so its objects
+-- are the event's own, which every other destination maps from too. A dotted
+-- target therefore copies each object on its path the first time it writes
+-- into it; `owned` marks the objects this mapping made or copied (weak: they
+-- live as long as their payload).
+local owned = setmetatable({}, { __mode = "k" })
+
+-- child(t, k) → t[k] as an object this mapping may write into
+local function child(t, k)
+  local c = t[k]
+  if type(c) ~= "table" then
+    c = {}
+  elseif not owned[c] then
+    local copy = {}
+    for a, b in pairs(c) do copy[a] = b end
+    c = copy
+  else
+    return c
+  end
+  owned[c] = true
+  t[k] = c
+  return c
+end
+
+-- set(out, keys, v): out.a.b.c = v, copying or making the objects on the way
 local function set(out, keys, v)
   local t = out
-  for i = 1, #keys - 1 do
-    local k = keys[i]
-    local nt = t[k]
-    if type(nt) ~= "table" then nt = {}; t[k] = nt end
-    t = nt
-  end
+  for i = 1, #keys - 1 do t = child(t, keys[i]) end
   t[keys[#keys]] = v
+end
+
+-- merge(p, staged): what a guarded script wrote (into a fresh table) laid
+-- onto the payload: objects its dotted targets made are merged key by key,
+-- any other value replaces
+local function merge(p, staged)
+  for k, v in pairs(staged) do
+    if type(v) == "table" and owned[v] then merge(child(p, k), v) else p[k] = v end
+  end
 end
 
 -- run_nested(list, event, out): any JSON value; dotted targets build objects
@@ -241,6 +269,8 @@ local function base(bp, e, name, cfg)
     end
     return p
   end
+  -- no preset: "drop" drops what no script has a handler for
+  if bp.drop_unmapped and not (name ~= nil and bp.script_handled[name]) then return nil end
   return bp.base_fn and bp.base_fn(e, cfg) or new_tab(0, 16)
 end
 
@@ -258,7 +288,7 @@ local function apply_scripts(bp, e, p, name, ph, warnings)
     if s.guarded then
       local ok, err = guard(run_script, run, s, sh, e, stage)
       if ok then
-        for k, v in pairs(stage) do p[k] = v end
+        merge(p, stage)
         if tt and sh and sh.type then p[tt] = sh.type end
       else
         warnings = add_warning(warnings, scripts.located(s.file, err))
