@@ -1,12 +1,12 @@
 -- signal.destinations.amperity.settings — the Amperity integration's settings.
 --
--- This table IS the Configuration table of the product spec (the Amperity
--- integration page), plus the settings its later sections describe (preset,
--- context-sensitive personalization, base_url, timeouts). One declarative
--- list drives validation (signal.config.schema), error text and generated docs:
--- `fields` is ordered as the spec's table, each with type, required, secret,
--- description and checks. signal.config adds the fields every integration
--- shares (`type`, `name`) and dispatches here on `type = "amperity"`.
+-- The fields of Amperity's own configuration table, in its order, plus the
+-- settings for presets, context-sensitive personalization, base_url and
+-- timeouts. One declarative list drives validation (signal.config.schema),
+-- error text and the generated reference: each field has its type,
+-- required, secret, description and checks. signal.config adds the fields
+-- every integration shares (`type`, `name`, `rate_limit`) and uses this
+-- schema for `type = "amperity"`.
 --
 -- Normalized output: linking_keys, personalization_context_mappings and
 -- browser_attribute_allowlist are always Lua lists (JSON / CSV decoded);
