@@ -132,7 +132,7 @@ local function url_safe(v)
 end
 
 ---------------------------------------------------------------------------
--- the fields, in the order of the spec's Configuration table
+-- the fields, in the order of Amperity's own configuration table
 
 M.fields = {
   { name = "tenant_subdomain", type = "string", required = true, non_empty = true,
