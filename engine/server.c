@@ -31,7 +31,8 @@
 #define _GNU_SOURCE   /* accept4 */
 #include "server.h"
 #include "ingest.h"
-#include "l_core.h"
+#include "bytes.h"
+#include "l_buf.h"
 #include "log.h"
 
 #include <arpa/inet.h>
@@ -1024,7 +1025,7 @@ void server_push_request(lua_State *co, sg_conn *c)
     }
     lua_setfield(co, -2, "headers");
 
-    /* The body as a buffer, not a string: see sg_buf in l_core.h. req.body
+    /* The body as a buffer, not a string: see l_buf.h. req.body
      * still reads as a string (the request metatable makes it on demand). */
     sg_buf_push(co, r->body, r->blen);
     lua_setfield(co, -2, "body_buf");
