@@ -15,7 +15,7 @@ LIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 MODLIBS  = $(shell pkg-config --libs libevent libevent_pthreads libcurl hiredis libcrypto zlib 2>/dev/null) -lpthread
 
 CORE_SRC = engine/l_core.c engine/l_buf.c engine/l_crypto.c engine/l_event.c engine/l_http.c engine/l_redis.c \
-           engine/log.c engine/worker.c engine/server.c engine/ingest.c engine/bytes.c
+           engine/log.c engine/worker.c engine/server.c engine/http_parse.c engine/ingest.c engine/bytes.c
 HDRS     = $(wildcard engine/*.h)
 
 all: bin/signal build/lua/signal/core.so

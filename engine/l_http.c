@@ -28,6 +28,8 @@
  * per request showed up in delivery profiles. Connections live in the multi
  * handle's cache either way. */
 #define EASY_POOL 128
+/* A response's header block is kept up to this size; the rest is dropped. */
+#define MAX_RESPONSE_HEADERS (64 * 1024)
 
 typedef struct http_op http_op;
 
@@ -89,7 +91,7 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
     size_t n = size * nmemb;
     /* A new status line (redirect, 100-continue) starts a new header block. */
     if (n > 5 && memcmp(ptr, "HTTP/", 5) == 0) op->resp_hdrs.len = 0;
-    else if (op->resp_hdrs.len + n > SG_MAX_HEADERS_SIZE * 4) return n;
+    else if (op->resp_hdrs.len + n > MAX_RESPONSE_HEADERS) return n;
     else if (sbuf_add(&op->resp_hdrs, ptr, n) != 0) return 0;
     return n;
 }

@@ -13,7 +13,7 @@
  *     read and write, so serving a request costs one read() and one send()
  *     and no epoll_ctl at all;
  *   - the request is parsed in place in the connection's input buffer
- *     (names lower-cased there) and pushed to Lua directly;
+ *     (http_parse.c: names lower-cased there) and pushed to Lua directly;
  *   - the reply is formatted with memcpy into the output buffer.
  *
  * It speaks HTTP/1.1 and 1.0: keep-alive, pipelining (requests are served
@@ -51,7 +51,6 @@
 #include <unistd.h>
 #include <lauxlib.h>
 
-#define SG_MAX_HEADERS        100            /* header lines per request */
 #define SG_IDLE_TIMEOUT_S     60             /* keep-alive / slow request */
 #define SG_READ_CHUNK         4096           /* least free space per read() */
 #define SG_BUSY_READ_LIMIT    (256 * 1024)   /* buffered ahead while busy */
@@ -61,12 +60,6 @@
 /* Replies queued for a client that pipelines but does not read: stop
  * serving its next requests until it does. */
 #define SG_MAX_OUT_BACKLOG    (1024 * 1024)
-
-/* Refusals say what to change: they end up in SDK logs and browser consoles. */
-#define MSG_BODY_TOO_LARGE "request body is over the server's limit of 1 MB; send smaller " \
-    "requests (the collector takes 500 KB per request: split the batch)"
-#define MSG_HEADERS_TOO_LARGE "request header section is over 16 KB; send fewer or smaller " \
-    "headers (oversized cookies on the collector's domain are the usual cause)"
 
 struct sg_server {
     worker_t *w;
@@ -91,7 +84,7 @@ struct sg_conn {
     size_t out_len, out_off, out_cap;
     time_t last_active;
     time_t req_start;             /* first byte of an incomplete request, or 0 */
-    struct parsed *cur;           /* the request being pushed to Lua */
+    sg_http_request *cur;         /* the request being dispatched */
     size_t consumed;              /* bytes of in the current request took */
     char addr[INET6_ADDRSTRLEN];
     int port;
@@ -104,25 +97,6 @@ struct sg_conn {
     unsigned continue_sent : 1;
     unsigned head : 1;            /* HEAD: the reply has no body */
     unsigned http10 : 1;
-    unsigned keep_alive : 1;
-};
-
-typedef sg_header header_t;
-
-/* One parsed request; pointers into the connection's input buffer (or, for
- * a chunked body, a buffer of its own). Valid while it is pushed to Lua. */
-struct parsed {
-    const char *method, *target;
-    size_t mlen, tlen;
-    int minor;                    /* HTTP/1.<minor> */
-    int nh;
-    header_t h[SG_MAX_HEADERS];
-    const char *body;
-    size_t blen;
-    char *body_owned;             /* de-chunked body */
-    size_t total;                 /* request bytes in the input buffer */
-    int status;                   /* on a parse error: the answer */
-    const char *code, *message;
 };
 
 static void conn_process(sg_conn *c);
@@ -340,262 +314,7 @@ static void error_reply(sg_conn *c, int status, const char *code, const char *me
     out_add(c, body, (size_t)n);
 }
 
-/* ---- request parsing ------------------------------------------------------- */
-
-static int is_tchar(unsigned char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
-
-static int parse_fail(struct parsed *r, int status, const char *code, const char *message)
-{
-    r->status = status;
-    r->code = code;
-    r->message = message;
-    return -1;
-}
-
-static int token_eq(const char *s, size_t n, const char *lit)
-{
-    size_t l = strlen(lit);
-    return n == l && strncasecmp(s, lit, l) == 0;
-}
-
-/* Whether the comma-separated header value lists tok (case-insensitive). */
-static int has_token(const char *v, size_t n, const char *tok)
-{
-    size_t tl = strlen(tok), i = 0;
-    while (i < n) {
-        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
-        size_t s = i;
-        while (i < n && v[i] != ',') i++;
-        size_t e = i;
-        while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t')) e--;
-        if (e - s == tl && strncasecmp(v + s, tok, tl) == 0) return 1;
-    }
-    return 0;
-}
-
-/* Validates a chunked body starting at p; returns 1 with the decoded length
- * and the bytes it spans, 0 when incomplete, -1 when malformed/too big. */
-static int chunked_scan(const char *p, const char *end, size_t *blen, size_t *span, struct parsed *r)
-{
-    const char *s = p;
-    size_t total = 0;
-    for (;;) {
-        const char *nl = memchr(s, '\n', (size_t)(end - s));
-        if (!nl) return (end - s > 1024) ? parse_fail(r, 400, "BAD_REQUEST", "malformed chunk size line") : 0;
-        size_t size = 0;
-        const char *q = s;
-        int digits = 0;
-        while (q < nl) {
-            int ch = (unsigned char)*q, v;
-            if (ch >= '0' && ch <= '9') v = ch - '0';
-            else if (ch >= 'a' && ch <= 'f') v = ch - 'a' + 10;
-            else if (ch >= 'A' && ch <= 'F') v = ch - 'A' + 10;
-            else break;
-            if (size > SG_MAX_REQUEST_BODY) return parse_fail(r, 413, "PAYLOAD_TOO_LARGE", MSG_BODY_TOO_LARGE);
-            size = size * 16 + (size_t)v;
-            digits++;
-            q++;
-        }
-        if (!digits || (q < nl && *q != ';' && *q != '\r' && *q != ' ' && *q != '\t'))
-            return parse_fail(r, 400, "BAD_REQUEST", "malformed chunk size line");
-        s = nl + 1;
-        if (size == 0) {          /* trailers until an empty line */
-            for (;;) {
-                nl = memchr(s, '\n', (size_t)(end - s));
-                if (!nl) return 0;
-                int empty = (nl == s) || (nl == s + 1 && *s == '\r');
-                s = nl + 1;
-                if (empty) break;
-            }
-            *blen = total;
-            *span = (size_t)(s - p);
-            return 1;
-        }
-        total += size;
-        if (total > SG_MAX_REQUEST_BODY)
-            return parse_fail(r, 413, "PAYLOAD_TOO_LARGE", MSG_BODY_TOO_LARGE);
-        if ((size_t)(end - s) < size + 1) return 0;
-        s += size;
-        if (*s == '\r') { if (end - s < 2) return 0; s++; }
-        if (*s != '\n') return parse_fail(r, 400, "BAD_REQUEST", "chunk data is not followed by CRLF");
-        s++;
-    }
-}
-
-static void chunked_copy(const char *p, char *dst)
-{
-    for (;;) {
-        size_t size = (size_t)strtoul(p, NULL, 16);
-        p = strchr(p, '\n') + 1;
-        if (size == 0) return;
-        memcpy(dst, p, size);
-        dst += size;
-        p += size;
-        if (*p == '\r') p++;
-        p++;
-    }
-}
-
-/* Parses the request at c->in + c->in_off. 1: complete; 0: need more
- * bytes; -1: refuse it (r->status, r->code, r->message). */
-static int parse_request(sg_conn *c, struct parsed *r)
-{
-    char *buf = c->in + c->in_off;
-    const char *end = c->in + c->in_len;
-    /* Tolerate the empty lines some clients send between requests. */
-    size_t skip = 0;
-    while (buf + skip < end && (buf[skip] == '\r' || buf[skip] == '\n')) skip++;
-    char *p = buf + skip;
-
-    /* The header section ends with an empty line. */
-    char *hend = NULL;
-    for (char *q = p; q < end; ) {
-        char *nl = memchr(q, '\n', (size_t)(end - q));
-        if (!nl) break;
-        if (nl + 1 < end && nl[1] == '\n') { hend = nl + 2; break; }
-        if (nl + 2 < end && nl[1] == '\r' && nl[2] == '\n') { hend = nl + 3; break; }
-        if (nl + 1 >= end || (nl[1] == '\r' && nl + 2 >= end)) break;
-        q = nl + 1;
-    }
-    if (!hend) {
-        if ((size_t)(end - p) > SG_MAX_HEADERS_SIZE)
-            return parse_fail(r, 431, "HEADERS_TOO_LARGE", MSG_HEADERS_TOO_LARGE);
-        return 0;
-    }
-    if ((size_t)(hend - p) > SG_MAX_HEADERS_SIZE)
-        return parse_fail(r, 431, "HEADERS_TOO_LARGE", MSG_HEADERS_TOO_LARGE);
-
-    /* Request line: METHOD SP target SP HTTP/1.x */
-    char *nl = memchr(p, '\n', (size_t)(hend - p));
-    char *le = (nl > p && nl[-1] == '\r') ? nl - 1 : nl;
-    char *sp1 = memchr(p, ' ', (size_t)(le - p));
-    if (!sp1 || sp1 == p) return parse_fail(r, 400, "BAD_REQUEST", "malformed request line");
-    for (char *q = p; q < sp1; q++)
-        if (!is_tchar((unsigned char)*q)) return parse_fail(r, 400, "BAD_REQUEST", "malformed request line");
-    char *tgt = sp1 + 1;
-    char *sp2 = memchr(tgt, ' ', (size_t)(le - tgt));
-    if (!sp2 || sp2 == tgt || le - sp2 != 9 || memcmp(sp2 + 1, "HTTP/1.", 7) != 0 ||
-        (sp2[8] != '0' && sp2[8] != '1'))
-        return parse_fail(r, 400, "BAD_REQUEST", "malformed request line (only HTTP/1.0 and HTTP/1.1 are served)");
-    r->method = p;
-    r->mlen = (size_t)(sp1 - p);
-    r->target = tgt;
-    r->tlen = (size_t)(sp2 - tgt);
-    r->minor = sp2[8] - '0';
-    for (size_t i = 0; i < r->tlen; i++)
-        if ((unsigned char)tgt[i] <= ' ' || tgt[i] == 0x7f)
-            return parse_fail(r, 400, "BAD_REQUEST", "malformed request target");
-
-    /* Header lines. */
-    r->nh = 0;
-    const char *cl = NULL, *te = NULL;
-    size_t cll = 0, tel = 0;
-    int expect_continue = 0;
-    c->keep_alive = r->minor == 1;
-    char *line = nl + 1;
-    while (line < hend) {
-        char *lnl = memchr(line, '\n', (size_t)(hend - line));
-        char *lend = (lnl > line && lnl[-1] == '\r') ? lnl - 1 : lnl;
-        if (lend == line) break;  /* the empty line */
-        if (*line == ' ' || *line == '\t')
-            return parse_fail(r, 400, "BAD_REQUEST", "folded header lines are not accepted");
-        char *colon = memchr(line, ':', (size_t)(lend - line));
-        if (!colon || colon == line) return parse_fail(r, 400, "BAD_REQUEST", "malformed header line");
-        for (char *q = line; q < colon; q++) {
-            unsigned char ch = (unsigned char)*q;
-            if (!is_tchar(ch)) return parse_fail(r, 400, "BAD_REQUEST", "malformed header name");
-            if (ch >= 'A' && ch <= 'Z') *q = (char)(ch + 32);   /* Lua sees lower case */
-        }
-        char *v = colon + 1, *ve = lend;
-        while (v < ve && (*v == ' ' || *v == '\t')) v++;
-        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
-        if (r->nh == SG_MAX_HEADERS)
-            return parse_fail(r, 431, "HEADERS_TOO_LARGE", "more than 100 request header lines; send fewer headers");
-        header_t *h = &r->h[r->nh++];
-        h->name = line;
-        h->nlen = (size_t)(colon - line);
-        h->value = v;
-        h->vlen = (size_t)(ve - v);
-        switch (h->nlen) {
-        case 6:
-            if (memcmp(line, "expect", 6) == 0 && token_eq(v, h->vlen, "100-continue")) expect_continue = 1;
-            break;
-        case 10:
-            if (memcmp(line, "connection", 10) == 0) {
-                if (has_token(v, h->vlen, "close")) c->keep_alive = 0;
-                else if (has_token(v, h->vlen, "keep-alive")) c->keep_alive = 1;
-            }
-            break;
-        case 14:
-            if (memcmp(line, "content-length", 14) == 0) {
-                if (cl && (cll != h->vlen || memcmp(cl, v, cll) != 0))
-                    return parse_fail(r, 400, "BAD_REQUEST", "conflicting Content-Length headers");
-                cl = v; cll = h->vlen;
-            }
-            break;
-        case 17:
-            if (memcmp(line, "transfer-encoding", 17) == 0) { te = v; tel = h->vlen; }
-            break;
-        }
-        line = lnl + 1;
-    }
-
-    /* Body. */
-    r->body = NULL;
-    r->blen = 0;
-    r->body_owned = NULL;
-    size_t have = (size_t)(end - hend);
-    if (te) {
-        if (cl) return parse_fail(r, 400, "BAD_REQUEST", "both Content-Length and Transfer-Encoding are set");
-        if (!token_eq(te, tel, "chunked"))
-            return parse_fail(r, 501, "NOT_IMPLEMENTED", "only the chunked Transfer-Encoding is supported; send Content-Length or chunked");
-        size_t blen = 0, span = 0;
-        int rc = chunked_scan(hend, end, &blen, &span, r);
-        if (rc <= 0) {
-            if (rc == 0 && expect_continue && !c->continue_sent && r->minor == 1) {
-                c->continue_sent = 1;
-                OUT_LIT(c, "HTTP/1.1 100 Continue\r\n\r\n");
-                conn_flush(c);
-            }
-            return rc;
-        }
-        if (blen) {
-            r->body_owned = malloc(blen);
-            if (!r->body_owned) return parse_fail(r, 503, "OUT_OF_MEMORY", "out of memory");
-            chunked_copy(hend, r->body_owned);
-        }
-        r->body = r->body_owned;
-        r->blen = blen;
-        r->total = (size_t)(hend - buf) + span;
-        return 1;
-    }
-    if (cl) {
-        size_t n = 0;
-        if (cll == 0 || cll > 12) return parse_fail(r, 400, "BAD_REQUEST", "invalid Content-Length");
-        for (size_t i = 0; i < cll; i++) {
-            if (cl[i] < '0' || cl[i] > '9') return parse_fail(r, 400, "BAD_REQUEST", "invalid Content-Length");
-            n = n * 10 + (size_t)(cl[i] - '0');
-        }
-        if (n > SG_MAX_REQUEST_BODY)
-            return parse_fail(r, 413, "PAYLOAD_TOO_LARGE", MSG_BODY_TOO_LARGE);
-        if (have < n) {
-            if (expect_continue && !c->continue_sent && r->minor == 1) {
-                c->continue_sent = 1;
-                OUT_LIT(c, "HTTP/1.1 100 Continue\r\n\r\n");
-                conn_flush(c);
-            }
-            return 0;
-        }
-        r->body = hend;
-        r->blen = n;
-    }
-    r->total = (size_t)(hend - buf) + r->blen;
-    return 1;
-}
+/* ---- requests ---------------------------------------------------------------- */
 
 static int method_allowed(const char *m, size_t n)
 {
@@ -696,27 +415,81 @@ static void on_conn_event(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* Drops the request just answered from the input. -1: the connection
+ * closed (reading what was held back failed). */
+static int conn_advance(sg_conn *c)
+{
+    /* advance, not memmove: a client that pipelines thousands of requests
+     * must not cost a copy of the rest per request */
+    c->in_off += c->consumed;
+    if (c->in_off == c->in_len) c->in_off = c->in_len = 0;
+    c->consumed = 0;
+    c->continue_sent = 0;
+    if (c->in_len == 0 && c->in_cap > 64 * 1024) {   /* after a big body */
+        free(c->in);
+        c->in = NULL;
+        c->in_cap = 0;
+    }
+    if (c->read_blocked && conn_read(c) != 0) return -1;
+    return 0;
+}
+
+/* A request that has not all arrived: say 100 Continue when the client
+ * waits for it, refuse framing that would never fit, start the clock for
+ * slow clients. */
+static void conn_incomplete(sg_conn *c, const sg_http_request *r)
+{
+    if (r->want_continue && !c->continue_sent) {
+        c->continue_sent = 1;
+        OUT_LIT(c, "HTTP/1.1 100 Continue\r\n\r\n");
+        conn_flush(c);
+    }
+    if (c->eof) c->close_after = 1;   /* it will never complete */
+    else if (c->in_len - c->in_off >= SG_MAX_BUFFERED) {
+        error_reply(c, 413, "PAYLOAD_TOO_LARGE", "request framing is over the server's limit of 2 MB; "
+                    "send the body with Content-Length or larger chunks", 1);
+        return;
+    }
+    if (!c->req_start) c->req_start = time(NULL);
+}
+
+/* Hands a complete request to its handler. 0: go on with the next one
+ * (a handler that did not yield has replied already; one that yielded
+ * replies later, and server_reply calls back into conn_process); -1: stop. */
+static int conn_dispatch(sg_conn *c, sg_http_request *r)
+{
+    sg_server *s = c->srv;
+    c->http10 = r->minor == 0;
+    c->head = r->mlen == 4 && memcmp(r->method, "HEAD", 4) == 0;
+    c->consumed = r->total;
+    if (!r->keep_alive) c->close_after = 1;
+    if (!method_allowed(r->method, r->mlen)) {
+        error_reply(c, 405, "METHOD_NOT_ALLOWED", "method not allowed; the server takes GET, POST, "
+                    "HEAD, PUT, DELETE, OPTIONS and PATCH", 1);
+        return -1;
+    }
+    c->busy = 1;
+    c->streaming = 0;
+    c->cur = r;
+    /* The collector's C lane takes the plain single events it can
+     * serve alone (engine/ingest.c); everything else goes to Lua. */
+    int started = s->w->stopping ? -1 : ingest_try(s->w, c) ? 0 : worker_start_request(s->w, c);
+    c->cur = NULL;
+    if (started != 0 && c->busy) {
+        c->busy = 0;
+        error_reply(c, 503, "SHUTTING_DOWN", "server is shutting down, retry", 1);
+        return -1;
+    }
+    return 0;
+}
+
 /* Serves every complete request buffered on c, in order, one at a time. */
 static void conn_process(sg_conn *c)
 {
-    sg_server *s = c->srv;
     if (c->processing) return;
     c->processing = 1;
     while (c->fd >= 0 && !c->busy) {
-        if (c->consumed) {        /* drop the request just answered */
-            /* advance, not memmove: a client that pipelines thousands of
-             * requests must not cost a copy of the rest per request */
-            c->in_off += c->consumed;
-            if (c->in_off == c->in_len) c->in_off = c->in_len = 0;
-            c->consumed = 0;
-            c->continue_sent = 0;
-            if (c->in_len == 0 && c->in_cap > 64 * 1024) {   /* after a big body */
-                free(c->in);
-                c->in = NULL;
-                c->in_cap = 0;
-            }
-            if (c->read_blocked && conn_read(c) != 0) break;
-        }
+        if (c->consumed && conn_advance(c) != 0) break;
         if (c->close_after) break;
         if (c->out_len - c->out_off > SG_MAX_OUT_BACKLOG) {
             /* Send before serving more. Only a send that hit EAGAIN may
@@ -727,15 +500,10 @@ static void conn_process(sg_conn *c)
             if (c->eof) c->close_after = 1;
             break;
         }
-        struct parsed r;
-        int rc = parse_request(c, &r);
+        sg_http_request r;
+        int rc = sg_http_parse(c->in + c->in_off, c->in_len - c->in_off, &r);
         if (rc == 0) {
-            if (c->eof) c->close_after = 1;   /* it will never complete */
-            else if (c->in_len - c->in_off >= SG_MAX_BUFFERED) {
-                error_reply(c, 413, "PAYLOAD_TOO_LARGE", "request framing is over the server's limit of 2 MB; send the body with Content-Length or larger chunks", 1);
-                break;
-            }
-            if (!c->req_start) c->req_start = time(NULL);
+            conn_incomplete(c, &r);
             break;
         }
         c->req_start = 0;
@@ -743,31 +511,7 @@ static void conn_process(sg_conn *c)
             error_reply(c, r.status, r.code, r.message, 1);
             break;
         }
-        c->http10 = r.minor == 0;
-        c->head = r.mlen == 4 && memcmp(r.method, "HEAD", 4) == 0;
-        c->consumed = r.total;
-        if (!c->keep_alive) c->close_after = 1;
-        if (!method_allowed(r.method, r.mlen)) {
-            error_reply(c, 405, "METHOD_NOT_ALLOWED", "method not allowed; the server takes GET, POST, HEAD, PUT, DELETE, OPTIONS and PATCH", 1);
-            free(r.body_owned);
-            break;
-        }
-        c->busy = 1;
-        c->streaming = 0;
-        c->cur = &r;
-        /* The collector's C lane takes the plain single events it can
-         * serve alone (engine/ingest.c); everything else goes to Lua. */
-        int started = s->w->stopping ? -1 : ingest_try(s->w, c) ? 0 : worker_start_request(s->w, c);
-        c->cur = NULL;
-        free(r.body_owned);
-        if (started != 0 && c->busy) {
-            c->busy = 0;
-            error_reply(c, 503, "SHUTTING_DOWN", "server is shutting down, retry", 1);
-            break;
-        }
-        /* A handler that did not yield has replied already: go on with the
-         * next pipelined request. One that yielded replies later (server_reply
-         * calls back in here). */
+        if (conn_dispatch(c, &r) != 0) break;
     }
     c->processing = 0;
     if (c->fd < 0) {
@@ -961,30 +705,13 @@ void server_free(worker_t *w)
 
 /* ---- requests and replies (called by worker.c, l_core.c, ingest.c) -------- */
 
-/* The request's path ("/" when empty) → its length; *path at it, *query at
- * the '?' or NULL. An absolute-form target (a proxy's "GET http://host/p")
- * keeps only the path. */
-static size_t request_path(const struct parsed *r, const char **path, const char **query)
-{
-    const char *t = r->target, *te = r->target + r->tlen;
-    if (r->tlen > 7 && (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0)) {
-        const char *slash = memchr(t + 8, '/', (size_t)(te - t - 8));
-        t = slash ? slash : te;
-    }
-    const char *q = memchr(t, '?', (size_t)(te - t));
-    *query = q;
-    if (t == te) { *path = "/"; return 1; }
-    *path = t;
-    return (size_t)((q ? q : te) - t);
-}
-
 void server_request_view(sg_conn *c, sg_request *v)
 {
-    struct parsed *r = c->cur;
+    sg_http_request *r = c->cur;
     const char *q;
     v->method = r->method;
     v->mlen = r->mlen;
-    v->plen = request_path(r, &v->path, &q);
+    v->plen = sg_http_target_path(r->target, r->tlen, &v->path, &q);
     v->body = r->body;
     v->blen = r->blen;
     v->h = r->h;
@@ -994,13 +721,13 @@ void server_request_view(sg_conn *c, sg_request *v)
 
 void server_push_request(lua_State *co, sg_conn *c)
 {
-    struct parsed *r = c->cur;
+    sg_http_request *r = c->cur;
     lua_createtable(co, 0, 8);
     lua_pushlstring(co, r->method, r->mlen);
     lua_setfield(co, -2, "method");
 
     const char *t, *q, *te = r->target + r->tlen;
-    size_t plen = request_path(r, &t, &q);
+    size_t plen = sg_http_target_path(r->target, r->tlen, &t, &q);
     lua_pushlstring(co, t, plen);
     lua_setfield(co, -2, "path");
     if (q) lua_pushlstring(co, q + 1, (size_t)(te - q - 1));
@@ -1009,7 +736,7 @@ void server_push_request(lua_State *co, sg_conn *c)
 
     lua_createtable(co, 0, r->nh);
     for (int i = 0; i < r->nh; i++) {
-        header_t *h = &r->h[i];
+        sg_header *h = &r->h[i];
         lua_pushlstring(co, h->name, h->nlen);
         lua_pushvalue(co, -1);
         lua_rawget(co, -3);

@@ -4,6 +4,7 @@
 #ifndef SIGNAL_SERVER_H
 #define SIGNAL_SERVER_H
 
+#include "http_parse.h"
 #include "worker.h"
 
 /* One client connection; while a request is with Lua it also stands for
@@ -17,12 +18,6 @@ int server_start(worker_t *w);
  * their reply. */
 void server_stop_accepting(worker_t *w);
 void server_free(worker_t *w);
-
-/* A request header as parsed: name lower-cased, value trimmed. */
-typedef struct {
-    const char *name, *value;
-    size_t nlen, vlen;
-} sg_header;
 
 /* A read-only view of the request being dispatched, for C handlers
  * (engine/ingest.c). Valid only during the dispatch call: copy what must
