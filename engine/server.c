@@ -53,6 +53,7 @@
 
 #define SG_IDLE_TIMEOUT_S     60             /* keep-alive / slow request */
 #define SG_READ_CHUNK         4096           /* least free space per read() */
+#define SG_FIRST_READ         (2 * SG_READ_CHUNK)   /* a request and its headers, in one read() */
 #define SG_BUSY_READ_LIMIT    (256 * 1024)   /* buffered ahead while busy */
 #define SG_MAX_STREAM_BACKLOG (4 * 1024 * 1024) /* unsent SSE bytes: client too slow */
 /* Input held for one request at most: headers + body + chunk framing. */
@@ -78,10 +79,8 @@ struct sg_conn {
     sg_conn *prev, *next;
     int fd;                       /* -1 once closed */
     struct event *ev;
-    char *in;                     /* received bytes; [in_off, in_len) not yet consumed */
-    size_t in_off, in_len, in_cap;
-    char *out;                    /* reply bytes not yet sent */
-    size_t out_len, out_off, out_cap;
+    sg_bytes in;                  /* received bytes; the pending ones not yet served */
+    sg_bytes out;                 /* reply bytes; the pending ones not yet sent */
     time_t last_active;
     time_t req_start;             /* first byte of an incomplete request, or 0 */
     sg_http_request *cur;         /* the request being dispatched */
@@ -136,41 +135,12 @@ static const char *reason(int status)
     }
 }
 
-static int out_reserve(sg_conn *c, size_t n)
-{
-    if (c->out_off > 0 && c->out_off == c->out_len) c->out_off = c->out_len = 0;
-    if (c->out_len + n <= c->out_cap) return 0;
-    if (c->out_off > 0) {         /* slide unsent bytes to the front first */
-        memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
-        c->out_len -= c->out_off;
-        c->out_off = 0;
-        if (c->out_len + n <= c->out_cap) return 0;
-    }
-    size_t cap = c->out_cap ? c->out_cap : 1024;
-    while (cap < c->out_len + n) cap *= 2;
-    char *p = realloc(c->out, cap);
-    if (!p) return -1;
-    c->out = p;
-    c->out_cap = cap;
-    return 0;
-}
-
-static void out_add(sg_conn *c, const char *s, size_t n)
-{
-    if (out_reserve(c, n) != 0) { c->close_after = 1; return; }
-    memcpy(c->out + c->out_len, s, n);
-    c->out_len += n;
-}
-
-#define OUT_LIT(c, s) out_add((c), s, sizeof(s) - 1)
-
-static void out_str(sg_conn *c, const char *s) { out_add(c, s, strlen(s)); }
-
-static void out_uint(sg_conn *c, size_t v)
-{
-    char buf[20];
-    out_add(c, buf, sg_put_uint(buf, v));
-}
+/* Replies are written with no check per call: a failed allocation sets
+ * c->out.oom, and conn_flush closes the connection rather than send a
+ * reply with bytes missing. */
+static void out_add(sg_conn *c, const char *s, size_t n) { sg_bytes_put(&c->out, s, n); }
+#define OUT_LIT(c, s) SG_BYTES_LIT(&(c)->out, s)
+static void out_str(sg_conn *c, const char *s) { sg_bytes_put(&c->out, s, strlen(s)); }
 
 static const char *http_date(sg_server *s)
 {
@@ -187,10 +157,15 @@ static const char *http_date(sg_server *s)
 /* Sends what is buffered. Returns -1 when the connection was closed. */
 static int conn_flush(sg_conn *c)
 {
-    while (c->fd >= 0 && c->out_off < c->out_len) {
-        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+    if (c->out.oom && c->fd >= 0) {
+        sg_log("warn", "out of memory writing a reply; connection closed", NULL);
+        conn_close(c);
+        return -1;
+    }
+    while (c->fd >= 0 && sg_bytes_npending(&c->out) > 0) {
+        ssize_t n = send(c->fd, sg_bytes_pending(&c->out), sg_bytes_npending(&c->out), MSG_NOSIGNAL);
         if (n > 0) {
-            c->out_off += (size_t)n;
+            sg_bytes_consume(&c->out, (size_t)n);
         } else if (n < 0 && errno == EINTR) {
             continue;
         } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -201,7 +176,6 @@ static int conn_flush(sg_conn *c)
         }
     }
     if (c->fd < 0) return -1;
-    c->out_off = c->out_len = 0;
     if (c->close_after && !c->busy) {
         conn_close(c);
         return -1;
@@ -233,7 +207,7 @@ static void start_reply(sg_conn *c, int status, int chunked, size_t blen)
         else OUT_LIT(c, "\r\nTransfer-Encoding: chunked\r\n");
     } else {
         OUT_LIT(c, "\r\nContent-Length: ");
-        out_uint(c, blen);
+        sg_bytes_put_uint(&c->out, blen);
         OUT_LIT(c, "\r\n");
     }
 }
@@ -332,8 +306,8 @@ static void conn_free(sg_conn *c)
     if (c->prev) c->prev->next = c->next;
     else s->conns = c->next;
     if (c->next) c->next->prev = c->prev;
-    free(c->in);
-    free(c->out);
+    sg_bytes_free(&c->in);
+    sg_bytes_free(&c->out);
     free(c);
 }
 
@@ -353,29 +327,20 @@ static void conn_close(sg_conn *c)
 static int conn_read(sg_conn *c)
 {
     for (;;) {
-        if (c->in_len - c->in_off >= (c->busy ? SG_BUSY_READ_LIMIT : SG_MAX_BUFFERED)) {
+        if (sg_bytes_npending(&c->in) >= (c->busy ? SG_BUSY_READ_LIMIT : SG_MAX_BUFFERED)) {
             c->read_blocked = 1;
             return 0;
         }
-        if (c->in_cap - c->in_len < SG_READ_CHUNK && c->in_off > 0) {
-            /* slide the unconsumed bytes down before growing (offsets into
-             * them, like `consumed`, are relative to in_off) */
-            memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
-            c->in_len -= c->in_off;
-            c->in_off = 0;
+        /* Reserving slides the pending bytes down before growing; offsets
+         * into them, like `consumed`, are relative to c->in.off. */
+        if (sg_bytes_reserve(&c->in, c->in.cap ? SG_READ_CHUNK : SG_FIRST_READ) != 0) {
+            conn_close(c);
+            return -1;
         }
-        if (c->in_cap - c->in_len < SG_READ_CHUNK) {
-            size_t cap = c->in_cap ? c->in_cap * 2 : SG_READ_CHUNK * 2;
-            while (cap - c->in_len < SG_READ_CHUNK) cap *= 2;
-            char *p = realloc(c->in, cap);
-            if (!p) { conn_close(c); return -1; }
-            c->in = p;
-            c->in_cap = cap;
-        }
-        size_t room = c->in_cap - c->in_len;
-        ssize_t n = recv(c->fd, c->in + c->in_len, room, 0);
+        size_t room = c->in.cap - c->in.len;
+        ssize_t n = recv(c->fd, c->in.data + c->in.len, room, 0);
         if (n > 0) {
-            c->in_len += (size_t)n;
+            c->in.len += (size_t)n;
             c->last_active = time(NULL);
             /* A short read drained the socket: edge-triggered, new data
              * brings a new edge, so no extra read() for EAGAIN. */
@@ -400,12 +365,12 @@ static void on_conn_event(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     sg_conn *c = arg;
-    if ((what & EV_WRITE) && c->out_off < c->out_len) {
+    if ((what & EV_WRITE) && sg_bytes_npending(&c->out) > 0) {
         if (conn_flush(c) != 0) return;   /* closed: c may be gone */
         /* requests held back while replies were queued (SG_MAX_OUT_BACKLOG);
          * conn_process may free c, so nothing touches it afterwards */
         if (!(what & EV_READ)) {
-            if (!c->busy && c->in_len > c->in_off) conn_process(c);
+            if (!c->busy && sg_bytes_npending(&c->in) > 0) conn_process(c);
             return;
         }
     }
@@ -421,15 +386,10 @@ static int conn_advance(sg_conn *c)
 {
     /* advance, not memmove: a client that pipelines thousands of requests
      * must not cost a copy of the rest per request */
-    c->in_off += c->consumed;
-    if (c->in_off == c->in_len) c->in_off = c->in_len = 0;
+    sg_bytes_consume(&c->in, c->consumed);
     c->consumed = 0;
     c->continue_sent = 0;
-    if (c->in_len == 0 && c->in_cap > 64 * 1024) {   /* after a big body */
-        free(c->in);
-        c->in = NULL;
-        c->in_cap = 0;
-    }
+    if (c->in.len == 0 && c->in.cap > 64 * 1024) sg_bytes_free(&c->in);   /* after a big body */
     if (c->read_blocked && conn_read(c) != 0) return -1;
     return 0;
 }
@@ -445,7 +405,7 @@ static void conn_incomplete(sg_conn *c, const sg_http_request *r)
         conn_flush(c);
     }
     if (c->eof) c->close_after = 1;   /* it will never complete */
-    else if (c->in_len - c->in_off >= SG_MAX_BUFFERED) {
+    else if (sg_bytes_npending(&c->in) >= SG_MAX_BUFFERED) {
         error_reply(c, 413, "PAYLOAD_TOO_LARGE", "request framing is over the server's limit of 2 MB; "
                     "send the body with Content-Length or larger chunks", 1);
         return;
@@ -491,17 +451,17 @@ static void conn_process(sg_conn *c)
     while (c->fd >= 0 && !c->busy) {
         if (c->consumed && conn_advance(c) != 0) break;
         if (c->close_after) break;
-        if (c->out_len - c->out_off > SG_MAX_OUT_BACKLOG) {
+        if (sg_bytes_npending(&c->out) > SG_MAX_OUT_BACKLOG) {
             /* Send before serving more. Only a send that hit EAGAIN may
              * stop the loop: then the next write edge resumes it. */
-            if (conn_flush(c) != 0 || c->out_len - c->out_off > SG_MAX_OUT_BACKLOG) break;
+            if (conn_flush(c) != 0 || sg_bytes_npending(&c->out) > SG_MAX_OUT_BACKLOG) break;
         }
-        if (c->in_len == c->in_off) {
+        if (sg_bytes_npending(&c->in) == 0) {
             if (c->eof) c->close_after = 1;
             break;
         }
         sg_http_request r;
-        int rc = sg_http_parse(c->in + c->in_off, c->in_len - c->in_off, &r);
+        int rc = sg_http_parse(c->in.data + c->in.off, sg_bytes_npending(&c->in), &r);
         if (rc == 0) {
             conn_incomplete(c, &r);
             break;
@@ -519,7 +479,7 @@ static void conn_process(sg_conn *c)
         return;
     }
     if (conn_flush(c) != 0) return;
-    if (c->close_after && !c->busy && c->out_len == 0) conn_close(c);
+    if (c->close_after && !c->busy && sg_bytes_npending(&c->out) == 0) conn_close(c);
 }
 
 static void on_accept(evutil_socket_t fd, short what, void *arg);
@@ -594,8 +554,9 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
             /* a request dribbled in too slowly (slowloris): say so, close */
             error_reply(c, 408, "REQUEST_TIMEOUT", "the request did not arrive within 60 s", 1);
             if (conn_flush(c) == 0) conn_close(c);   /* -1: closed (and freed) already */
-        } else if (c->fd >= 0 && !c->busy && c->out_len == 0 &&
-                   (now - c->last_active >= SG_IDLE_TIMEOUT_S || (s->w->stopping && c->in_len == c->in_off))) {
+        } else if (c->fd >= 0 && !c->busy && sg_bytes_npending(&c->out) == 0 &&
+                   (now - c->last_active >= SG_IDLE_TIMEOUT_S ||
+                    (s->w->stopping && sg_bytes_npending(&c->in) == 0))) {
             conn_close(c);
         }
         c = next;
@@ -830,7 +791,7 @@ int server_stream_write(sg_conn *c, const char *s, size_t n)
 {
     if (c->fd < 0) return -1;
     if (n == 0) return 0;         /* a zero chunk would end the stream */
-    if (c->out_len - c->out_off > SG_MAX_STREAM_BACKLOG) {   /* a stalled client */
+    if (sg_bytes_npending(&c->out) > SG_MAX_STREAM_BACKLOG) {   /* a stalled client */
         conn_close(c);
         return -1;
     }
