@@ -30,7 +30,6 @@
  */
 #define _GNU_SOURCE   /* accept4 */
 #include "server.h"
-#include "ingest.h"
 #include "bytes.h"
 #include "l_buf.h"
 #include "log.h"
@@ -69,6 +68,7 @@ struct sg_server {
     struct event *accept_retry;   /* re-enables accept after EMFILE */
     struct event *sweep_ev;       /* idle timeouts */
     sg_conn *conns;               /* every open or busy connection */
+    sg_request_hook hook;         /* offered each request before Lua, or NULL */
     int accepting;
     time_t date_sec;              /* the Date header, formatted once a second */
     char date[64];
@@ -431,9 +431,10 @@ static int conn_dispatch(sg_conn *c, sg_http_request *r)
     c->busy = 1;
     c->streaming = 0;
     c->cur = r;
-    /* The collector's C lane takes the plain single events it can
-     * serve alone (engine/ingest.c); everything else goes to Lua. */
-    int started = s->w->stopping ? -1 : ingest_try(s->w, c) ? 0 : worker_start_request(s->w, c);
+    /* The request hook (a C handler) may take it; otherwise Lua serves it. */
+    int started = s->w->stopping ? -1
+                : (s->hook && s->hook(s->w, c)) ? 0
+                : worker_start_request(s->w, c);
     c->cur = NULL;
     if (started != 0 && c->busy) {
         c->busy = 0;
@@ -634,6 +635,11 @@ int server_start(worker_t *w)
     return 0;
 }
 
+void server_set_request_hook(worker_t *w, sg_request_hook hook)
+{
+    w->server->hook = hook;
+}
+
 void server_stop_accepting(worker_t *w)
 {
     sg_server *s = w->server;
@@ -664,7 +670,7 @@ void server_free(worker_t *w)
     w->server = NULL;
 }
 
-/* ---- requests and replies (called by worker.c, l_core.c, ingest.c) -------- */
+/* ---- requests and replies (called by worker.c, l_core.c, the request hook) -- */
 
 void server_request_view(sg_conn *c, sg_request *v)
 {

@@ -413,11 +413,21 @@ void worker_destroy(worker_t *w)
     w->base = NULL;
 }
 
+/* The HTTP server; the collector's C lane sees every request before Lua
+ * (it declines what it cannot serve alone, and all of it until
+ * core.ingest_configure has run). */
+static int start_server(worker_t *w)
+{
+    if (server_start(w) != 0) return -1;
+    server_set_request_hook(w, ingest_try);
+    return 0;
+}
+
 void *worker_main(void *arg)
 {
     worker_t *w = arg;
     engine_t *e = w->engine;
-    if (boot_lua(w) != 0 || (e->listen_port > 0 && server_start(w) != 0)) {
+    if (boot_lua(w) != 0 || (e->listen_port > 0 && start_server(w) != 0)) {
         e->exit_code = 1;
         w->started_ok = 0;
         for (int i = 0; i < e->nworkers; i++) worker_request_stop(&e->workers[i]);
