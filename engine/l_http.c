@@ -11,6 +11,7 @@
  * Standalone, the same option setup runs through curl_easy_perform.
  */
 #include "l_core.h"
+#include "bytes.h"
 #include "log.h"
 #include "worker.h"
 
@@ -42,11 +43,6 @@ struct http_state {
     int npool;
 };
 
-typedef struct {
-    char *p;
-    size_t len, cap;
-} sbuf;
-
 struct http_op {
     sg_op op;
     http_op *prev, *next;
@@ -54,35 +50,23 @@ struct http_op {
     CURL *easy;
     struct curl_slist *hdrs;
     char *body;
-    sbuf resp, resp_hdrs;
+    sg_bytes resp, resp_hdrs;     /* the body; the last header block */
     long timeout_ms;
     CURLcode result;
     int too_large;
     char errbuf[CURL_ERROR_SIZE];
 };
 
-static int sbuf_add(sbuf *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) return -1;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-    return 0;
-}
-
+/* libcurl's write callbacks: returning less than n aborts the transfer
+ * (CURLE_WRITE_ERROR), which is how a body over the limit or out of
+ * memory ends it. */
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
 {
     http_op *op = ud;
     size_t n = size * nmemb;
     if (op->resp.len + n > SG_MAX_RESPONSE_BODY) { op->too_large = 1; return 0; }
-    return sbuf_add(&op->resp, ptr, n) == 0 ? n : 0;
+    sg_bytes_put(&op->resp, ptr, n);
+    return op->resp.oom ? 0 : n;
 }
 
 static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
@@ -90,10 +74,13 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
     http_op *op = ud;
     size_t n = size * nmemb;
     /* A new status line (redirect, 100-continue) starts a new header block. */
-    if (n > 5 && memcmp(ptr, "HTTP/", 5) == 0) op->resp_hdrs.len = 0;
-    else if (op->resp_hdrs.len + n > MAX_RESPONSE_HEADERS) return n;
-    else if (sbuf_add(&op->resp_hdrs, ptr, n) != 0) return 0;
-    return n;
+    if (n > 5 && memcmp(ptr, "HTTP/", 5) == 0) {
+        sg_bytes_reset(&op->resp_hdrs);
+        return n;
+    }
+    if (op->resp_hdrs.len + n > MAX_RESPONSE_HEADERS) return n;
+    sg_bytes_put(&op->resp_hdrs, ptr, n);
+    return op->resp_hdrs.oom ? 0 : n;
 }
 
 static void op_free(http_op *op)
@@ -106,8 +93,8 @@ static void op_free(http_op *op)
     }
     curl_slist_free_all(op->hdrs);
     free(op->body);
-    free(op->resp.p);
-    free(op->resp_hdrs.p);
+    sg_bytes_free(&op->resp);
+    sg_bytes_free(&op->resp_hdrs);
     free(op);
 }
 
@@ -190,10 +177,10 @@ static int push_result(lua_State *L, http_op *op)
     lua_createtable(L, 0, 3);
     lua_pushinteger(L, status);
     lua_setfield(L, -2, "status");
-    lua_pushlstring(L, op->resp.p ? op->resp.p : "", op->resp.len);
+    lua_pushlstring(L, op->resp.data ? op->resp.data : "", op->resp.len);
     lua_setfield(L, -2, "body");
     lua_newtable(L);
-    const char *p = op->resp_hdrs.p, *end = p ? p + op->resp_hdrs.len : NULL;
+    const char *p = op->resp_hdrs.data, *end = p ? p + op->resp_hdrs.len : NULL;
     while (p && p < end) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
         if (!eol) eol = end;
