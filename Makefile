@@ -32,13 +32,20 @@ build/test_core: engine/tests/test_core.c $(CORE_SRC) $(HDRS)
 	@mkdir -p build
 	$(CC) $(CFLAGS) -Iengine -o $@ engine/tests/test_core.c $(CORE_SRC) $(LIBS)
 
+# The HTTP parser alone: no server, no libraries.
+build/test_http_parse: engine/tests/test_http_parse.c engine/http_parse.c engine/http_parse.h
+	@mkdir -p build
+	$(CC) $(CFLAGS) -Iengine -o $@ engine/tests/test_http_parse.c engine/http_parse.c
+
 deps:
 	@tools/deps.sh
 
-test: deps all build/test_core
+C_TESTS  = build/test_core build/test_http_parse
+
+test: deps all $(C_TESTS)
 	@tools/test.sh
 
-check-memory: all build/test_core build/signal-asan
+check-memory: all $(C_TESTS) build/signal-asan
 	@tools/check-memory.sh
 
 run: deps all
