@@ -13,7 +13,8 @@
  *     read and write, so serving a request costs one read() and one send()
  *     and no epoll_ctl at all;
  *   - the request is parsed in place in the connection's input buffer
- *     (http_parse.c: names lower-cased there) and pushed to Lua directly;
+ *     (http_parse.c: names lower-cased there), offered to the request hook
+ *     the worker registered (a C handler), else pushed to Lua directly;
  *   - the reply is formatted with memcpy into the output buffer.
  *
  * It speaks HTTP/1.1 and 1.0: keep-alive, pipelining (requests are served
