@@ -15,8 +15,8 @@ LIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 # The standalone module resolves Lua symbols from the host luajit.
 MODLIBS  = $(shell pkg-config --libs libevent libevent_pthreads libcurl hiredis libcrypto zlib 2>/dev/null) -lpthread
 
-CORE_SRC = engine/l_core.c engine/l_crypto.c engine/l_event.c engine/l_http.c engine/l_redis.c \
-           engine/log.c engine/worker.c engine/server.c engine/ingest.c engine/bytes.c
+CORE_SRC = engine/l_core.c engine/l_buf.c engine/l_crypto.c engine/l_event.c engine/l_http.c engine/l_redis.c \
+           engine/log.c engine/worker.c engine/server.c engine/http_parse.c engine/ingest.c engine/bytes.c
 HDRS     = $(wildcard engine/*.h)
 
 all: bin/signal build/lua/signal/core.so
@@ -33,16 +33,23 @@ build/test_core: engine/tests/test_core.c $(CORE_SRC) $(HDRS)
 	@mkdir -p build
 	$(CC) $(CFLAGS) -Iengine -o $@ engine/tests/test_core.c $(CORE_SRC) $(LIBS)
 
+# The HTTP parser alone: no server, no libraries.
+build/test_http_parse: engine/tests/test_http_parse.c engine/http_parse.c engine/http_parse.h
+	@mkdir -p build
+	$(CC) $(CFLAGS) -Iengine -o $@ engine/tests/test_http_parse.c engine/http_parse.c
+
 deps:
 	@tools/deps.sh
+
+C_TESTS  = build/test_core build/test_http_parse
 
 lint: deps
 	@luacheck --no-color -q .
 
-test: lint all build/test_core
+test: lint all $(C_TESTS)
 	@tools/test.sh
 
-check-memory: all build/test_core build/signal-asan
+check-memory: all $(C_TESTS) build/signal-asan
 	@tools/check-memory.sh
 
 run: deps all

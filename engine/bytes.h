@@ -79,4 +79,18 @@ static inline void sg_bytes_consume(sg_bytes *b, size_t n)
     if (b->off >= b->len) b->off = b->len = 0;
 }
 
+/* Writes n in decimal at p (room for 20 digits); returns the digits written.
+ * For callers that format into memory they sized themselves (RESP lengths
+ * in a command they allocated once); replies and Content-Length go through
+ * sg_bytes_put_uint. printf's format parsing was a visible share of a
+ * collector request. */
+static inline size_t sg_put_uint(char *p, size_t n)
+{
+    char tmp[20];
+    size_t k = 0;
+    do { tmp[k++] = (char)('0' + n % 10); n /= 10; } while (n);
+    for (size_t i = 0; i < k; i++) p[i] = tmp[k - 1 - i];
+    return k;
+}
+
 #endif

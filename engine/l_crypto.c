@@ -1,6 +1,6 @@
 /*
  * l_crypto.c — hashing and secure random ids for Lua (and, through
- * sg_random_bytes/sg_uuid4/sg_hex in l_core.h, for the collector's C lane).
+ * sg_random_bytes/sg_uuid4/sg_hex in l_crypto.h, for the collector's C lane).
  *
  * sha256_hex backs linking-key hashing (email_sha256, phone_sha256) and the
  * cache keys that must never hold PII in clear; hmac_sha256_hex signs
@@ -13,6 +13,7 @@
  * pool of OS random bytes (an upvalue, so no C global; the C lane keeps its
  * own) and hands every byte out once.
  */
+#include "l_crypto.h"
 #include "l_core.h"
 
 #include <openssl/evp.h>

@@ -11,6 +11,7 @@
  * Standalone, the same option setup runs through curl_easy_perform.
  */
 #include "l_core.h"
+#include "bytes.h"
 #include "log.h"
 #include "worker.h"
 
@@ -28,6 +29,9 @@
  * per request showed up in delivery profiles. Connections live in the multi
  * handle's cache either way. */
 #define EASY_POOL 128
+#define HELD_OP_MT "signal.http.held_op"
+/* A response's header block is kept up to this size; the rest is dropped. */
+#define MAX_RESPONSE_HEADERS (64 * 1024)
 
 typedef struct http_op http_op;
 
@@ -40,11 +44,6 @@ struct http_state {
     int npool;
 };
 
-typedef struct {
-    char *p;
-    size_t len, cap;
-} sbuf;
-
 struct http_op {
     sg_op op;
     http_op *prev, *next;
@@ -52,35 +51,23 @@ struct http_op {
     CURL *easy;
     struct curl_slist *hdrs;
     char *body;
-    sbuf resp, resp_hdrs;
+    sg_bytes resp, resp_hdrs;     /* the body; the last header block */
     long timeout_ms;
     CURLcode result;
     int too_large;
     char errbuf[CURL_ERROR_SIZE];
 };
 
-static int sbuf_add(sbuf *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) return -1;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-    return 0;
-}
-
+/* libcurl's write callbacks: returning less than n aborts the transfer
+ * (CURLE_WRITE_ERROR), which is how a body over the limit or out of
+ * memory ends it. */
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *ud)
 {
     http_op *op = ud;
     size_t n = size * nmemb;
     if (op->resp.len + n > SG_MAX_RESPONSE_BODY) { op->too_large = 1; return 0; }
-    return sbuf_add(&op->resp, ptr, n) == 0 ? n : 0;
+    sg_bytes_put(&op->resp, ptr, n);
+    return op->resp.oom ? 0 : n;
 }
 
 static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
@@ -88,10 +75,13 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *ud)
     http_op *op = ud;
     size_t n = size * nmemb;
     /* A new status line (redirect, 100-continue) starts a new header block. */
-    if (n > 5 && memcmp(ptr, "HTTP/", 5) == 0) op->resp_hdrs.len = 0;
-    else if (op->resp_hdrs.len + n > SG_MAX_HEADERS_SIZE * 4) return n;
-    else if (sbuf_add(&op->resp_hdrs, ptr, n) != 0) return 0;
-    return n;
+    if (n > 5 && memcmp(ptr, "HTTP/", 5) == 0) {
+        sg_bytes_reset(&op->resp_hdrs);
+        return n;
+    }
+    if (op->resp_hdrs.len + n > MAX_RESPONSE_HEADERS) return n;
+    sg_bytes_put(&op->resp_hdrs, ptr, n);
+    return op->resp_hdrs.oom ? 0 : n;
 }
 
 static void op_free(http_op *op)
@@ -104,8 +94,8 @@ static void op_free(http_op *op)
     }
     curl_slist_free_all(op->hdrs);
     free(op->body);
-    free(op->resp.p);
-    free(op->resp_hdrs.p);
+    sg_bytes_free(&op->resp);
+    sg_bytes_free(&op->resp_hdrs);
     free(op);
 }
 
@@ -188,10 +178,10 @@ static int push_result(lua_State *L, http_op *op)
     lua_createtable(L, 0, 3);
     lua_pushinteger(L, status);
     lua_setfield(L, -2, "status");
-    lua_pushlstring(L, op->resp.p ? op->resp.p : "", op->resp.len);
+    lua_pushlstring(L, op->resp.data ? op->resp.data : "", op->resp.len);
     lua_setfield(L, -2, "body");
     lua_newtable(L);
-    const char *p = op->resp_hdrs.p, *end = p ? p + op->resp_hdrs.len : NULL;
+    const char *p = op->resp_hdrs.data, *end = p ? p + op->resp_hdrs.len : NULL;
     while (p && p < end) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
         if (!eol) eol = end;
@@ -227,68 +217,79 @@ static int op_finish(sg_op *o)
     return push_result(o->co, (http_op *)o);
 }
 
-/* Builds an op from the argument table; raises on programmer mistakes. */
-/* hs: the worker's multi state (async requests), whose pool lends a
- * handle; NULL for blocking requests. */
-static http_op *op_from_args(lua_State *L, http_state *hs)
+/* ---- arguments and the op ------------------------------------------------------ */
+
+/* core.http.request's arguments, read and checked before anything is
+ * allocated: a raise is a longjmp, and whatever was allocated before it
+ * would leak. The strings stay valid while they are on L's stack, which
+ * lasts until the op is set up (libcurl copies what it keeps). */
+typedef struct {
+    const char *url, *method, *body;   /* body: NULL when there is none */
+    size_t blen;
+    long timeout_ms;
+    int lines;                         /* stack index: a table of "Name: value" */
+    int nlines;
+} http_args;
+
+/* The headers table as "Name: value" lines, in a table at a->lines.
+ * String keys only (lua_tostring on a number key would break lua_next);
+ * values that are neither strings nor numbers are skipped. */
+static void read_headers(lua_State *L, http_args *a)
+{
+    lua_newtable(L);
+    a->lines = lua_gettop(L);
+    a->nlines = 0;
+    lua_getfield(L, 1, "headers");
+    if (!lua_istable(L, -1)) { lua_pop(L, 1); return; }
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        int vt = lua_type(L, -1);
+        if (lua_type(L, -2) == LUA_TSTRING && (vt == LUA_TSTRING || vt == LUA_TNUMBER)) {
+            const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
+            if (strpbrk(k, "\r\n:") || strpbrk(v, "\r\n"))
+                luaL_error(L, "http.request: header %s contains CR, LF or ':'", k);
+            lua_pushfstring(L, "%s: %s", k, v);
+            lua_rawseti(L, a->lines, ++a->nlines);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+/* Reads the argument table; raises on programmer mistakes. Leaves the
+ * strings a points at on the stack. */
+static void read_args(lua_State *L, http_args *a)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
     lua_getfield(L, 1, "url");
-    const char *url = lua_tostring(L, -1);
-    if (!url) { luaL_error(L, "http.request: url is required"); return NULL; }
-    http_op *op = calloc(1, sizeof *op);
-    if (!op) { luaL_error(L, "http.request: out of memory"); return NULL; }
-    op->hs = hs;
-    op->easy = (hs && hs->npool > 0) ? hs->pool[--hs->npool] : curl_easy_init();
-    if (!op->easy) { free(op); luaL_error(L, "http.request: curl_easy_init failed"); return NULL; }
-    CURL *e = op->easy;
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    lua_pop(L, 1);
-
-    lua_getfield(L, 1, "timeout_ms");
-    op->timeout_ms = lua_isnumber(L, -1) ? (long)lua_tonumber(L, -1) : DEFAULT_TIMEOUT_MS;
-    lua_pop(L, 1);
-    if (op->timeout_ms <= 0) op->timeout_ms = DEFAULT_TIMEOUT_MS;
-
+    a->url = lua_tostring(L, -1);
+    if (!a->url) luaL_error(L, "http.request: url is required");
     lua_getfield(L, 1, "method");
-    const char *method = luaL_optstring(L, -1, "GET");
+    if (lua_isnil(L, -1)) a->method = "GET";
+    else if (!(a->method = lua_tostring(L, -1)))
+        luaL_error(L, "http.request: method must be a string (got %s)", luaL_typename(L, -1));
     lua_getfield(L, 1, "body");
-    size_t blen = 0;
-    const char *body = lua_tolstring(L, -1, &blen);
-    if (body) {
-        op->body = malloc(blen + 1);
-        if (!op->body) { op_free(op); luaL_error(L, "http.request: out of memory"); }
-        memcpy(op->body, body, blen);
-        op->body[blen] = '\0';
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
+    a->blen = 0;
+    a->body = lua_tolstring(L, -1, &a->blen);
+    lua_getfield(L, 1, "timeout_ms");
+    a->timeout_ms = lua_isnumber(L, -1) ? (long)lua_tonumber(L, -1) : DEFAULT_TIMEOUT_MS;
+    if (a->timeout_ms <= 0) a->timeout_ms = DEFAULT_TIMEOUT_MS;
+    lua_pop(L, 1);
+    read_headers(L, a);
+}
+
+static void set_options(http_op *op, const http_args *a)
+{
+    CURL *e = op->easy;
+    curl_easy_setopt(e, CURLOPT_URL, a->url);
+    if (op->body) {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)a->blen);
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, op->body);
     }
-    if (strcmp(method, "GET") == 0 && !body) curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
-    else if (strcmp(method, "HEAD") == 0) curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-    else if (strcmp(method, "POST") != 0 || !body) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-    lua_pop(L, 2);
-
-    /* Expect: 100-continue would add a round trip (or a 1 s stall) per POST. */
-    op->hdrs = curl_slist_append(NULL, "Expect:");
-    lua_getfield(L, 1, "headers");
-    if (lua_istable(L, -1)) {
-        lua_pushnil(L);
-        while (lua_next(L, -2)) {
-            const char *k = lua_tostring(L, -2), *v = lua_tostring(L, -1);
-            if (k && v && lua_type(L, -2) == LUA_TSTRING) {
-                if (strpbrk(k, "\r\n:") || strpbrk(v, "\r\n")) {
-                    lua_pop(L, 3);
-                    op_free(op);
-                    luaL_error(L, "http.request: header %s contains CR, LF or ':'", k);
-                }
-                lua_pushfstring(L, "%s: %s", k, v);
-                op->hdrs = curl_slist_append(op->hdrs, lua_tostring(L, -1));
-                lua_pop(L, 1);
-            }
-            lua_pop(L, 1);
-        }
-    }
-    lua_pop(L, 1);
+    if (strcmp(a->method, "GET") == 0 && !op->body) curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    else if (strcmp(a->method, "HEAD") == 0) curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    else if (strcmp(a->method, "POST") != 0 || !op->body) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, a->method);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, op->hdrs);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, op->timeout_ms);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
@@ -301,6 +302,37 @@ static http_op *op_from_args(lua_State *L, http_state *hs)
     curl_easy_setopt(e, CURLOPT_HEADERDATA, op);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, op->errbuf);
     curl_easy_setopt(e, CURLOPT_PRIVATE, op);
+}
+
+/* An op for checked arguments, or NULL when out of memory; nothing here
+ * raises. hs: the worker's multi state (async requests), whose pool lends
+ * a handle; NULL for blocking requests. */
+static http_op *op_new(lua_State *L, const http_args *a, http_state *hs)
+{
+    http_op *op = calloc(1, sizeof *op);
+    if (!op) return NULL;
+    op->hs = hs;
+    op->timeout_ms = a->timeout_ms;
+    op->easy = (hs && hs->npool > 0) ? hs->pool[--hs->npool] : curl_easy_init();
+    if (!op->easy) { free(op); return NULL; }
+    if (a->body) {
+        /* the Lua string may be collected while the request is in flight */
+        op->body = malloc(a->blen + 1);
+        if (!op->body) { op_free(op); return NULL; }
+        memcpy(op->body, a->body, a->blen);
+        op->body[a->blen] = '\0';
+    }
+    /* Expect: 100-continue would add a round trip (or a 1 s stall) per POST. */
+    op->hdrs = curl_slist_append(NULL, "Expect:");
+    if (!op->hdrs) { op_free(op); return NULL; }
+    for (int i = 1; i <= a->nlines; i++) {
+        lua_rawgeti(L, a->lines, i);
+        struct curl_slist *l = curl_slist_append(op->hdrs, lua_tostring(L, -1));
+        lua_pop(L, 1);
+        if (!l) { op_free(op); return NULL; }
+        op->hdrs = l;
+    }
+    set_options(op, a);
     return op;
 }
 
@@ -422,28 +454,53 @@ void sg_http_destroy(worker_t *w)
     w->hs = NULL;
 }
 
+/* Running out of memory is not the caller's mistake: nil, err. */
+static int cannot_start(lua_State *L)
+{
+    lua_pushnil(L);
+    lua_pushliteral(L, "http: cannot start request (out of memory)");
+    return 2;
+}
+
+/* A blocking request's op is held by a userdata while its result is built:
+ * pushing the result can raise (out of memory), and __gc then frees it. */
+static int held_op_gc(lua_State *L)
+{
+    http_op **held = lua_touserdata(L, 1);
+    if (*held) op_free(*held);
+    *held = NULL;
+    return 0;
+}
+
+/* Standalone, or a worker's start-up code: no loop to yield to. */
+static int request_blocking(lua_State *L, const http_args *a)
+{
+    http_op **held = lua_newuserdata(L, sizeof *held);
+    *held = NULL;
+    luaL_getmetatable(L, HELD_OP_MT);
+    lua_setmetatable(L, -2);
+    http_op *op = *held = op_new(L, a, NULL);
+    if (!op) return cannot_start(L);
+    op->result = curl_easy_perform(op->easy);
+    int n = push_result(L, op);
+    *held = NULL;
+    op_free(op);
+    return n;
+}
+
 static int l_request(lua_State *L)
 {
+    http_args a;
+    read_args(L, &a);
     worker_t *w = worker_of(L);
-    if (!w || !worker_can_yield(w, L)) {
-        http_op *op = op_from_args(L, NULL);
-        op->result = curl_easy_perform(op->easy);
-        int n = push_result(L, op);
-        op_free(op);
-        return n;
-    }
+    if (!w || !worker_can_yield(w, L)) return request_blocking(L, &a);
     http_state *hs = state_for(w);
-    if (!hs) {
-        lua_pushnil(L);
-        lua_pushliteral(L, "http: cannot start request (out of memory)");
-        return 2;
-    }
-    http_op *op = op_from_args(L, hs);
+    if (!hs) return cannot_start(L);
+    http_op *op = op_new(L, &a, hs);
+    if (!op) return cannot_start(L);
     if (curl_multi_add_handle(hs->multi, op->easy) != CURLM_OK) {
         op_free(op);
-        lua_pushnil(L);
-        lua_pushliteral(L, "http: cannot start request (out of memory)");
-        return 2;
+        return cannot_start(L);
     }
     op->op.co = L;
     op->op.finish = op_finish;
@@ -457,6 +514,11 @@ static int l_request(lua_State *L)
 void sg_open_http(lua_State *L)
 {
     static const luaL_Reg fns[] = { { "request", l_request }, { NULL, NULL } };
+    if (luaL_newmetatable(L, HELD_OP_MT)) {
+        lua_pushcfunction(L, held_op_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
     lua_newtable(L);
     luaL_register(L, NULL, fns);
     lua_setfield(L, -2, "http");

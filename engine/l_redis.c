@@ -9,6 +9,9 @@
  * fail at once with "redis unavailable: …" so callers can answer 503 instead
  * of hanging.
  */
+#include "l_redis.h"
+#include "bytes.h"
+#include "l_buf.h"
 #include "l_core.h"
 #include "log.h"
 #include "worker.h"

@@ -97,6 +97,92 @@ static int plan_int(lua_State *L, const char *key, int dflt)
     return v;
 }
 
+/* The plan's listen address ("host:port", "[v6]:port") into e, host into
+ * host[cap]; checks the port is free. No listen: exec mode. 0, or -1. */
+static int plan_listen(lua_State *boot, engine_t *e, char *host, size_t cap)
+{
+    const char *listen = plan_string(boot, "listen");
+    if (!listen) return 0;
+    const char *colon = strrchr(listen, ':');
+    if (!colon) {
+        fprintf(stderr, "signal: listen \"%s\" must be host:port\n", listen);
+        return -1;
+    }
+    size_t hl = (size_t)(colon - listen);
+    if (hl >= cap) hl = cap - 1;
+    memcpy(host, listen, hl);
+    host[hl] = '\0';
+    if (host[0] == '[') {   /* [::1]:8080 */
+        memmove(host, host + 1, strlen(host));
+        char *rb = strchr(host, ']');
+        if (rb) *rb = '\0';
+    }
+    e->listen_host = host;
+    e->listen_port = atoi(colon + 1);
+    char err[512];
+    if (e->listen_port <= 0 || server_probe_address(host, e->listen_port, err, sizeof err) != 0) {
+        if (e->listen_port <= 0) snprintf(err, sizeof err, "listen \"%s\": bad port", listen);
+        sg_log("error", "cannot start", "error", err, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* The plan's args list, copied for start() in every worker. 0, or -1. */
+static int plan_args(lua_State *boot, engine_t *e)
+{
+    lua_getfield(boot, -1, "args");
+    int n = lua_istable(boot, -1) ? (int)lua_objlen(boot, -1) : 0;
+    e->argv = calloc((size_t)n + 1, sizeof *e->argv);
+    if (!e->argv) { lua_pop(boot, 1); return -1; }
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(boot, -1, i + 1);
+        const char *a = lua_tostring(boot, -1);
+        e->argv[i] = strdup(a ? a : "");
+        lua_pop(boot, 1);
+        if (!e->argv[i]) { lua_pop(boot, 1); return -1; }
+        e->argc = i + 1;
+    }
+    lua_pop(boot, 1);
+    return 0;
+}
+
+static void free_args(engine_t *e)
+{
+    for (int i = 0; i < e->argc; i++) free(e->argv[i]);
+    free(e->argv);
+    e->argv = NULL;
+    e->argc = 0;
+}
+
+/* Until every worker has returned: SIGTERM/SIGINT drain and stop (a second
+ * one stops waiting), SIGHUP reloads. Returns 0, or -1 when the workers
+ * did not finish. */
+static int wait_for_workers(engine_t *e)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    struct timespec tick = { 0, 100 * 1000 * 1000 };
+    int stopping = 0;
+    while (__atomic_load_n(&e->finished, __ATOMIC_SEQ_CST) < e->nworkers) {
+        int sig = sigtimedwait(&set, NULL, &tick);
+        if (sig == SIGTERM || sig == SIGINT) {
+            if (!stopping) sg_log("info", "stopping: finishing in-flight work", NULL);
+            else break;   /* second signal: do not wait any longer */
+            stopping = 1;
+            for (int i = 0; i < e->nworkers; i++) worker_request_stop(&e->workers[i]);
+        } else if (sig == SIGHUP) {
+            sg_log("info", "SIGHUP: reloading scripts", NULL);
+            for (int i = 0; i < e->nworkers; i++) worker_request_reload(&e->workers[i]);
+        }
+    }
+    return __atomic_load_n(&e->finished, __ATOMIC_SEQ_CST) < e->nworkers ? -1 : 0;
+}
+
+/* Runs the plan on top of boot's stack: worker threads until they stop. */
 static int serve(lua_State *boot, const char *home)
 {
     engine_t e;
@@ -106,81 +192,32 @@ static int serve(lua_State *boot, const char *home)
     e.nworkers = plan_int(boot, "workers", 1);
     if (e.nworkers < 1) e.nworkers = 1;
     if (e.nworkers > 256) e.nworkers = 256;
-    const char *listen = plan_string(boot, "listen");
     char host[256] = "";
-    if (listen) {
-        const char *colon = strrchr(listen, ':');
-        if (!colon) {
-            fprintf(stderr, "signal: listen \"%s\" must be host:port\n", listen);
-            return 1;
-        }
-        size_t hl = (size_t)(colon - listen);
-        if (hl >= sizeof host) hl = sizeof host - 1;
-        memcpy(host, listen, hl);
-        host[hl] = '\0';
-        if (host[0] == '[') {   /* [::1]:8080 */
-            memmove(host, host + 1, strlen(host));
-            char *rb = strchr(host, ']');
-            if (rb) *rb = '\0';
-        }
-        e.listen_host = host;
-        e.listen_port = atoi(colon + 1);
-        char err[512];
-        if (e.listen_port <= 0 || server_probe_address(host, e.listen_port, err, sizeof err) != 0) {
-            if (e.listen_port <= 0) snprintf(err, sizeof err, "listen \"%s\": bad port", listen);
-            sg_log("error", "cannot start", "error", err, NULL);
-            return 1;
-        }
-    }
-    /* Arguments for start(): the plan's args list. */
-    lua_getfield(boot, -1, "args");
-    int nargs = lua_istable(boot, -1) ? (int)lua_objlen(boot, -1) : 0;
-    char **args = calloc((size_t)nargs + 1, sizeof *args);
-    for (int i = 0; i < nargs; i++) {
-        lua_rawgeti(boot, -1, i + 1);
-        args[i] = strdup(lua_tostring(boot, -1) ? lua_tostring(boot, -1) : "");
-        lua_pop(boot, 1);
-    }
-    lua_pop(boot, 1);
-    e.argc = nargs;
-    e.argv = args;
-
+    if (plan_listen(boot, &e, host, sizeof host) != 0) return 1;
     e.workers = calloc((size_t)e.nworkers, sizeof *e.workers);
+    if (!e.workers || plan_args(boot, &e) != 0) {
+        fprintf(stderr, "signal: out of memory\n");
+        free_args(&e);
+        free(e.workers);
+        return 1;
+    }
     for (int i = 0; i < e.nworkers; i++) {
         if (worker_init(&e.workers[i], &e, i) != 0) {
             fprintf(stderr, "signal: cannot create worker %d event loop\n", i);
+            while (i-- > 0) worker_destroy(&e.workers[i]);
+            free_args(&e);
+            free(e.workers);
             return 1;
         }
     }
     for (int i = 0; i < e.nworkers; i++)
         pthread_create(&e.workers[i].thread, NULL, worker_main, &e.workers[i]);
-
-    if (listen) {
+    if (e.listen_port > 0) {
         char n[16];
         snprintf(n, sizeof n, "%d", e.nworkers);
-        sg_log("info", "listening", "address", listen, "workers", n, "entry", e.entry, NULL);
+        sg_log("info", "listening", "address", plan_string(boot, "listen"), "workers", n, "entry", e.entry, NULL);
     }
-
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    struct timespec tick = { 0, 100 * 1000 * 1000 };
-    int stopping = 0;
-    while (__atomic_load_n(&e.finished, __ATOMIC_SEQ_CST) < e.nworkers) {
-        int sig = sigtimedwait(&set, NULL, &tick);
-        if (sig == SIGTERM || sig == SIGINT) {
-            if (!stopping) sg_log("info", "stopping: finishing in-flight work", NULL);
-            else break;   /* second signal: do not wait any longer */
-            stopping = 1;
-            for (int i = 0; i < e.nworkers; i++) worker_request_stop(&e.workers[i]);
-        } else if (sig == SIGHUP) {
-            sg_log("info", "SIGHUP: reloading scripts", NULL);
-            for (int i = 0; i < e.nworkers; i++) worker_request_reload(&e.workers[i]);
-        }
-    }
-    if (__atomic_load_n(&e.finished, __ATOMIC_SEQ_CST) < e.nworkers) {
+    if (wait_for_workers(&e) != 0) {
         sg_log("warn", "forced exit", NULL);
         _exit(1);
     }
@@ -189,8 +226,7 @@ static int serve(lua_State *boot, const char *home)
         worker_destroy(&e.workers[i]);
     }
     int code = e.exit_code;
-    for (int i = 0; i < nargs; i++) free(args[i]);
-    free(args);
+    free_args(&e);
     free(e.workers);
     return code;
 }

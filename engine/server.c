@@ -13,7 +13,8 @@
  *     read and write, so serving a request costs one read() and one send()
  *     and no epoll_ctl at all;
  *   - the request is parsed in place in the connection's input buffer
- *     (names lower-cased there) and pushed to Lua directly;
+ *     (http_parse.c: names lower-cased there), offered to the request hook
+ *     the worker registered (a C handler), else pushed to Lua directly;
  *   - the reply is formatted with memcpy into the output buffer.
  *
  * It speaks HTTP/1.1 and 1.0: keep-alive, pipelining (requests are served
@@ -30,8 +31,8 @@
  */
 #define _GNU_SOURCE   /* accept4 */
 #include "server.h"
-#include "ingest.h"
-#include "l_core.h"
+#include "bytes.h"
+#include "l_buf.h"
 #include "log.h"
 
 #include <arpa/inet.h>
@@ -50,9 +51,9 @@
 #include <unistd.h>
 #include <lauxlib.h>
 
-#define SG_MAX_HEADERS        100            /* header lines per request */
 #define SG_IDLE_TIMEOUT_S     60             /* keep-alive / slow request */
 #define SG_READ_CHUNK         4096           /* least free space per read() */
+#define SG_FIRST_READ         (2 * SG_READ_CHUNK)   /* a request and its headers, in one read() */
 #define SG_BUSY_READ_LIMIT    (256 * 1024)   /* buffered ahead while busy */
 #define SG_MAX_STREAM_BACKLOG (4 * 1024 * 1024) /* unsent SSE bytes: client too slow */
 /* Input held for one request at most: headers + body + chunk framing. */
@@ -61,12 +62,6 @@
  * serving its next requests until it does. */
 #define SG_MAX_OUT_BACKLOG    (1024 * 1024)
 
-/* Refusals say what to change: they end up in SDK logs and browser consoles. */
-#define MSG_BODY_TOO_LARGE "request body is over the server's limit of 1 MB; send smaller " \
-    "requests (the collector takes 500 KB per request: split the batch)"
-#define MSG_HEADERS_TOO_LARGE "request header section is over 16 KB; send fewer or smaller " \
-    "headers (oversized cookies on the collector's domain are the usual cause)"
-
 struct sg_server {
     worker_t *w;
     int fd;
@@ -74,6 +69,7 @@ struct sg_server {
     struct event *accept_retry;   /* re-enables accept after EMFILE */
     struct event *sweep_ev;       /* idle timeouts */
     sg_conn *conns;               /* every open or busy connection */
+    sg_request_hook hook;         /* offered each request before Lua, or NULL */
     int accepting;
     time_t date_sec;              /* the Date header, formatted once a second */
     char date[64];
@@ -84,13 +80,11 @@ struct sg_conn {
     sg_conn *prev, *next;
     int fd;                       /* -1 once closed */
     struct event *ev;
-    char *in;                     /* received bytes; [in_off, in_len) not yet consumed */
-    size_t in_off, in_len, in_cap;
-    char *out;                    /* reply bytes not yet sent */
-    size_t out_len, out_off, out_cap;
+    sg_bytes in;                  /* received bytes; the pending ones not yet served */
+    sg_bytes out;                 /* reply bytes; the pending ones not yet sent */
     time_t last_active;
     time_t req_start;             /* first byte of an incomplete request, or 0 */
-    struct parsed *cur;           /* the request being pushed to Lua */
+    sg_http_request *cur;         /* the request being dispatched */
     size_t consumed;              /* bytes of in the current request took */
     char addr[INET6_ADDRSTRLEN];
     int port;
@@ -103,25 +97,6 @@ struct sg_conn {
     unsigned continue_sent : 1;
     unsigned head : 1;            /* HEAD: the reply has no body */
     unsigned http10 : 1;
-    unsigned keep_alive : 1;
-};
-
-typedef sg_header header_t;
-
-/* One parsed request; pointers into the connection's input buffer (or, for
- * a chunked body, a buffer of its own). Valid while it is pushed to Lua. */
-struct parsed {
-    const char *method, *target;
-    size_t mlen, tlen;
-    int minor;                    /* HTTP/1.<minor> */
-    int nh;
-    header_t h[SG_MAX_HEADERS];
-    const char *body;
-    size_t blen;
-    char *body_owned;             /* de-chunked body */
-    size_t total;                 /* request bytes in the input buffer */
-    int status;                   /* on a parse error: the answer */
-    const char *code, *message;
 };
 
 static void conn_process(sg_conn *c);
@@ -161,41 +136,12 @@ static const char *reason(int status)
     }
 }
 
-static int out_reserve(sg_conn *c, size_t n)
-{
-    if (c->out_off > 0 && c->out_off == c->out_len) c->out_off = c->out_len = 0;
-    if (c->out_len + n <= c->out_cap) return 0;
-    if (c->out_off > 0) {         /* slide unsent bytes to the front first */
-        memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
-        c->out_len -= c->out_off;
-        c->out_off = 0;
-        if (c->out_len + n <= c->out_cap) return 0;
-    }
-    size_t cap = c->out_cap ? c->out_cap : 1024;
-    while (cap < c->out_len + n) cap *= 2;
-    char *p = realloc(c->out, cap);
-    if (!p) return -1;
-    c->out = p;
-    c->out_cap = cap;
-    return 0;
-}
-
-static void out_add(sg_conn *c, const char *s, size_t n)
-{
-    if (out_reserve(c, n) != 0) { c->close_after = 1; return; }
-    memcpy(c->out + c->out_len, s, n);
-    c->out_len += n;
-}
-
-#define OUT_LIT(c, s) out_add((c), s, sizeof(s) - 1)
-
-static void out_str(sg_conn *c, const char *s) { out_add(c, s, strlen(s)); }
-
-static void out_uint(sg_conn *c, size_t v)
-{
-    char buf[20];
-    out_add(c, buf, sg_put_uint(buf, v));
-}
+/* Replies are written with no check per call: a failed allocation sets
+ * c->out.oom, and conn_flush closes the connection rather than send a
+ * reply with bytes missing. */
+static void out_add(sg_conn *c, const char *s, size_t n) { sg_bytes_put(&c->out, s, n); }
+#define OUT_LIT(c, s) SG_BYTES_LIT(&(c)->out, s)
+static void out_str(sg_conn *c, const char *s) { sg_bytes_put(&c->out, s, strlen(s)); }
 
 static const char *http_date(sg_server *s)
 {
@@ -212,10 +158,15 @@ static const char *http_date(sg_server *s)
 /* Sends what is buffered. Returns -1 when the connection was closed. */
 static int conn_flush(sg_conn *c)
 {
-    while (c->fd >= 0 && c->out_off < c->out_len) {
-        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+    if (c->out.oom && c->fd >= 0) {
+        sg_log("warn", "out of memory writing a reply; connection closed", NULL);
+        conn_close(c);
+        return -1;
+    }
+    while (c->fd >= 0 && sg_bytes_npending(&c->out) > 0) {
+        ssize_t n = send(c->fd, sg_bytes_pending(&c->out), sg_bytes_npending(&c->out), MSG_NOSIGNAL);
         if (n > 0) {
-            c->out_off += (size_t)n;
+            sg_bytes_consume(&c->out, (size_t)n);
         } else if (n < 0 && errno == EINTR) {
             continue;
         } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -226,7 +177,6 @@ static int conn_flush(sg_conn *c)
         }
     }
     if (c->fd < 0) return -1;
-    c->out_off = c->out_len = 0;
     if (c->close_after && !c->busy) {
         conn_close(c);
         return -1;
@@ -258,7 +208,7 @@ static void start_reply(sg_conn *c, int status, int chunked, size_t blen)
         else OUT_LIT(c, "\r\nTransfer-Encoding: chunked\r\n");
     } else {
         OUT_LIT(c, "\r\nContent-Length: ");
-        out_uint(c, blen);
+        sg_bytes_put_uint(&c->out, blen);
         OUT_LIT(c, "\r\n");
     }
 }
@@ -339,262 +289,7 @@ static void error_reply(sg_conn *c, int status, const char *code, const char *me
     out_add(c, body, (size_t)n);
 }
 
-/* ---- request parsing ------------------------------------------------------- */
-
-static int is_tchar(unsigned char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
-
-static int parse_fail(struct parsed *r, int status, const char *code, const char *message)
-{
-    r->status = status;
-    r->code = code;
-    r->message = message;
-    return -1;
-}
-
-static int token_eq(const char *s, size_t n, const char *lit)
-{
-    size_t l = strlen(lit);
-    return n == l && strncasecmp(s, lit, l) == 0;
-}
-
-/* Whether the comma-separated header value lists tok (case-insensitive). */
-static int has_token(const char *v, size_t n, const char *tok)
-{
-    size_t tl = strlen(tok), i = 0;
-    while (i < n) {
-        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
-        size_t s = i;
-        while (i < n && v[i] != ',') i++;
-        size_t e = i;
-        while (e > s && (v[e - 1] == ' ' || v[e - 1] == '\t')) e--;
-        if (e - s == tl && strncasecmp(v + s, tok, tl) == 0) return 1;
-    }
-    return 0;
-}
-
-/* Validates a chunked body starting at p; returns 1 with the decoded length
- * and the bytes it spans, 0 when incomplete, -1 when malformed/too big. */
-static int chunked_scan(const char *p, const char *end, size_t *blen, size_t *span, struct parsed *r)
-{
-    const char *s = p;
-    size_t total = 0;
-    for (;;) {
-        const char *nl = memchr(s, '\n', (size_t)(end - s));
-        if (!nl) return (end - s > 1024) ? parse_fail(r, 400, "BAD_REQUEST", "malformed chunk size line") : 0;
-        size_t size = 0;
-        const char *q = s;
-        int digits = 0;
-        while (q < nl) {
-            int ch = (unsigned char)*q, v;
-            if (ch >= '0' && ch <= '9') v = ch - '0';
-            else if (ch >= 'a' && ch <= 'f') v = ch - 'a' + 10;
-            else if (ch >= 'A' && ch <= 'F') v = ch - 'A' + 10;
-            else break;
-            if (size > SG_MAX_REQUEST_BODY) return parse_fail(r, 413, "PAYLOAD_TOO_LARGE", MSG_BODY_TOO_LARGE);
-            size = size * 16 + (size_t)v;
-            digits++;
-            q++;
-        }
-        if (!digits || (q < nl && *q != ';' && *q != '\r' && *q != ' ' && *q != '\t'))
-            return parse_fail(r, 400, "BAD_REQUEST", "malformed chunk size line");
-        s = nl + 1;
-        if (size == 0) {          /* trailers until an empty line */
-            for (;;) {
-                nl = memchr(s, '\n', (size_t)(end - s));
-                if (!nl) return 0;
-                int empty = (nl == s) || (nl == s + 1 && *s == '\r');
-                s = nl + 1;
-                if (empty) break;
-            }
-            *blen = total;
-            *span = (size_t)(s - p);
-            return 1;
-        }
-        total += size;
-        if (total > SG_MAX_REQUEST_BODY)
-            return parse_fail(r, 413, "PAYLOAD_TOO_LARGE", MSG_BODY_TOO_LARGE);
-        if ((size_t)(end - s) < size + 1) return 0;
-        s += size;
-        if (*s == '\r') { if (end - s < 2) return 0; s++; }
-        if (*s != '\n') return parse_fail(r, 400, "BAD_REQUEST", "chunk data is not followed by CRLF");
-        s++;
-    }
-}
-
-static void chunked_copy(const char *p, char *dst)
-{
-    for (;;) {
-        size_t size = (size_t)strtoul(p, NULL, 16);
-        p = strchr(p, '\n') + 1;
-        if (size == 0) return;
-        memcpy(dst, p, size);
-        dst += size;
-        p += size;
-        if (*p == '\r') p++;
-        p++;
-    }
-}
-
-/* Parses the request at c->in + c->in_off. 1: complete; 0: need more
- * bytes; -1: refuse it (r->status, r->code, r->message). */
-static int parse_request(sg_conn *c, struct parsed *r)
-{
-    char *buf = c->in + c->in_off;
-    const char *end = c->in + c->in_len;
-    /* Tolerate the empty lines some clients send between requests. */
-    size_t skip = 0;
-    while (buf + skip < end && (buf[skip] == '\r' || buf[skip] == '\n')) skip++;
-    char *p = buf + skip;
-
-    /* The header section ends with an empty line. */
-    char *hend = NULL;
-    for (char *q = p; q < end; ) {
-        char *nl = memchr(q, '\n', (size_t)(end - q));
-        if (!nl) break;
-        if (nl + 1 < end && nl[1] == '\n') { hend = nl + 2; break; }
-        if (nl + 2 < end && nl[1] == '\r' && nl[2] == '\n') { hend = nl + 3; break; }
-        if (nl + 1 >= end || (nl[1] == '\r' && nl + 2 >= end)) break;
-        q = nl + 1;
-    }
-    if (!hend) {
-        if ((size_t)(end - p) > SG_MAX_HEADERS_SIZE)
-            return parse_fail(r, 431, "HEADERS_TOO_LARGE", MSG_HEADERS_TOO_LARGE);
-        return 0;
-    }
-    if ((size_t)(hend - p) > SG_MAX_HEADERS_SIZE)
-        return parse_fail(r, 431, "HEADERS_TOO_LARGE", MSG_HEADERS_TOO_LARGE);
-
-    /* Request line: METHOD SP target SP HTTP/1.x */
-    char *nl = memchr(p, '\n', (size_t)(hend - p));
-    char *le = (nl > p && nl[-1] == '\r') ? nl - 1 : nl;
-    char *sp1 = memchr(p, ' ', (size_t)(le - p));
-    if (!sp1 || sp1 == p) return parse_fail(r, 400, "BAD_REQUEST", "malformed request line");
-    for (char *q = p; q < sp1; q++)
-        if (!is_tchar((unsigned char)*q)) return parse_fail(r, 400, "BAD_REQUEST", "malformed request line");
-    char *tgt = sp1 + 1;
-    char *sp2 = memchr(tgt, ' ', (size_t)(le - tgt));
-    if (!sp2 || sp2 == tgt || le - sp2 != 9 || memcmp(sp2 + 1, "HTTP/1.", 7) != 0 ||
-        (sp2[8] != '0' && sp2[8] != '1'))
-        return parse_fail(r, 400, "BAD_REQUEST", "malformed request line (only HTTP/1.0 and HTTP/1.1 are served)");
-    r->method = p;
-    r->mlen = (size_t)(sp1 - p);
-    r->target = tgt;
-    r->tlen = (size_t)(sp2 - tgt);
-    r->minor = sp2[8] - '0';
-    for (size_t i = 0; i < r->tlen; i++)
-        if ((unsigned char)tgt[i] <= ' ' || tgt[i] == 0x7f)
-            return parse_fail(r, 400, "BAD_REQUEST", "malformed request target");
-
-    /* Header lines. */
-    r->nh = 0;
-    const char *cl = NULL, *te = NULL;
-    size_t cll = 0, tel = 0;
-    int expect_continue = 0;
-    c->keep_alive = r->minor == 1;
-    char *line = nl + 1;
-    while (line < hend) {
-        char *lnl = memchr(line, '\n', (size_t)(hend - line));
-        char *lend = (lnl > line && lnl[-1] == '\r') ? lnl - 1 : lnl;
-        if (lend == line) break;  /* the empty line */
-        if (*line == ' ' || *line == '\t')
-            return parse_fail(r, 400, "BAD_REQUEST", "folded header lines are not accepted");
-        char *colon = memchr(line, ':', (size_t)(lend - line));
-        if (!colon || colon == line) return parse_fail(r, 400, "BAD_REQUEST", "malformed header line");
-        for (char *q = line; q < colon; q++) {
-            unsigned char ch = (unsigned char)*q;
-            if (!is_tchar(ch)) return parse_fail(r, 400, "BAD_REQUEST", "malformed header name");
-            if (ch >= 'A' && ch <= 'Z') *q = (char)(ch + 32);   /* Lua sees lower case */
-        }
-        char *v = colon + 1, *ve = lend;
-        while (v < ve && (*v == ' ' || *v == '\t')) v++;
-        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t')) ve--;
-        if (r->nh == SG_MAX_HEADERS)
-            return parse_fail(r, 431, "HEADERS_TOO_LARGE", "more than 100 request header lines; send fewer headers");
-        header_t *h = &r->h[r->nh++];
-        h->name = line;
-        h->nlen = (size_t)(colon - line);
-        h->value = v;
-        h->vlen = (size_t)(ve - v);
-        switch (h->nlen) {
-        case 6:
-            if (memcmp(line, "expect", 6) == 0 && token_eq(v, h->vlen, "100-continue")) expect_continue = 1;
-            break;
-        case 10:
-            if (memcmp(line, "connection", 10) == 0) {
-                if (has_token(v, h->vlen, "close")) c->keep_alive = 0;
-                else if (has_token(v, h->vlen, "keep-alive")) c->keep_alive = 1;
-            }
-            break;
-        case 14:
-            if (memcmp(line, "content-length", 14) == 0) {
-                if (cl && (cll != h->vlen || memcmp(cl, v, cll) != 0))
-                    return parse_fail(r, 400, "BAD_REQUEST", "conflicting Content-Length headers");
-                cl = v; cll = h->vlen;
-            }
-            break;
-        case 17:
-            if (memcmp(line, "transfer-encoding", 17) == 0) { te = v; tel = h->vlen; }
-            break;
-        }
-        line = lnl + 1;
-    }
-
-    /* Body. */
-    r->body = NULL;
-    r->blen = 0;
-    r->body_owned = NULL;
-    size_t have = (size_t)(end - hend);
-    if (te) {
-        if (cl) return parse_fail(r, 400, "BAD_REQUEST", "both Content-Length and Transfer-Encoding are set");
-        if (!token_eq(te, tel, "chunked"))
-            return parse_fail(r, 501, "NOT_IMPLEMENTED", "only the chunked Transfer-Encoding is supported; send Content-Length or chunked");
-        size_t blen = 0, span = 0;
-        int rc = chunked_scan(hend, end, &blen, &span, r);
-        if (rc <= 0) {
-            if (rc == 0 && expect_continue && !c->continue_sent && r->minor == 1) {
-                c->continue_sent = 1;
-                OUT_LIT(c, "HTTP/1.1 100 Continue\r\n\r\n");
-                conn_flush(c);
-            }
-            return rc;
-        }
-        if (blen) {
-            r->body_owned = malloc(blen);
-            if (!r->body_owned) return parse_fail(r, 503, "OUT_OF_MEMORY", "out of memory");
-            chunked_copy(hend, r->body_owned);
-        }
-        r->body = r->body_owned;
-        r->blen = blen;
-        r->total = (size_t)(hend - buf) + span;
-        return 1;
-    }
-    if (cl) {
-        size_t n = 0;
-        if (cll == 0 || cll > 12) return parse_fail(r, 400, "BAD_REQUEST", "invalid Content-Length");
-        for (size_t i = 0; i < cll; i++) {
-            if (cl[i] < '0' || cl[i] > '9') return parse_fail(r, 400, "BAD_REQUEST", "invalid Content-Length");
-            n = n * 10 + (size_t)(cl[i] - '0');
-        }
-        if (n > SG_MAX_REQUEST_BODY)
-            return parse_fail(r, 413, "PAYLOAD_TOO_LARGE", MSG_BODY_TOO_LARGE);
-        if (have < n) {
-            if (expect_continue && !c->continue_sent && r->minor == 1) {
-                c->continue_sent = 1;
-                OUT_LIT(c, "HTTP/1.1 100 Continue\r\n\r\n");
-                conn_flush(c);
-            }
-            return 0;
-        }
-        r->body = hend;
-        r->blen = n;
-    }
-    r->total = (size_t)(hend - buf) + r->blen;
-    return 1;
-}
+/* ---- requests ---------------------------------------------------------------- */
 
 static int method_allowed(const char *m, size_t n)
 {
@@ -612,8 +307,8 @@ static void conn_free(sg_conn *c)
     if (c->prev) c->prev->next = c->next;
     else s->conns = c->next;
     if (c->next) c->next->prev = c->prev;
-    free(c->in);
-    free(c->out);
+    sg_bytes_free(&c->in);
+    sg_bytes_free(&c->out);
     free(c);
 }
 
@@ -633,29 +328,20 @@ static void conn_close(sg_conn *c)
 static int conn_read(sg_conn *c)
 {
     for (;;) {
-        if (c->in_len - c->in_off >= (c->busy ? SG_BUSY_READ_LIMIT : SG_MAX_BUFFERED)) {
+        if (sg_bytes_npending(&c->in) >= (c->busy ? SG_BUSY_READ_LIMIT : SG_MAX_BUFFERED)) {
             c->read_blocked = 1;
             return 0;
         }
-        if (c->in_cap - c->in_len < SG_READ_CHUNK && c->in_off > 0) {
-            /* slide the unconsumed bytes down before growing (offsets into
-             * them, like `consumed`, are relative to in_off) */
-            memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
-            c->in_len -= c->in_off;
-            c->in_off = 0;
+        /* Reserving slides the pending bytes down before growing; offsets
+         * into them, like `consumed`, are relative to c->in.off. */
+        if (sg_bytes_reserve(&c->in, c->in.cap ? SG_READ_CHUNK : SG_FIRST_READ) != 0) {
+            conn_close(c);
+            return -1;
         }
-        if (c->in_cap - c->in_len < SG_READ_CHUNK) {
-            size_t cap = c->in_cap ? c->in_cap * 2 : SG_READ_CHUNK * 2;
-            while (cap - c->in_len < SG_READ_CHUNK) cap *= 2;
-            char *p = realloc(c->in, cap);
-            if (!p) { conn_close(c); return -1; }
-            c->in = p;
-            c->in_cap = cap;
-        }
-        size_t room = c->in_cap - c->in_len;
-        ssize_t n = recv(c->fd, c->in + c->in_len, room, 0);
+        size_t room = c->in.cap - c->in.len;
+        ssize_t n = recv(c->fd, c->in.data + c->in.len, room, 0);
         if (n > 0) {
-            c->in_len += (size_t)n;
+            c->in.len += (size_t)n;
             c->last_active = time(NULL);
             /* A short read drained the socket: edge-triggered, new data
              * brings a new edge, so no extra read() for EAGAIN. */
@@ -680,12 +366,12 @@ static void on_conn_event(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     sg_conn *c = arg;
-    if ((what & EV_WRITE) && c->out_off < c->out_len) {
+    if ((what & EV_WRITE) && sg_bytes_npending(&c->out) > 0) {
         if (conn_flush(c) != 0) return;   /* closed: c may be gone */
         /* requests held back while replies were queued (SG_MAX_OUT_BACKLOG);
          * conn_process may free c, so nothing touches it afterwards */
         if (!(what & EV_READ)) {
-            if (!c->busy && c->in_len > c->in_off) conn_process(c);
+            if (!c->busy && sg_bytes_npending(&c->in) > 0) conn_process(c);
             return;
         }
     }
@@ -695,46 +381,91 @@ static void on_conn_event(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* Drops the request just answered from the input. -1: the connection
+ * closed (reading what was held back failed). */
+static int conn_advance(sg_conn *c)
+{
+    /* advance, not memmove: a client that pipelines thousands of requests
+     * must not cost a copy of the rest per request */
+    sg_bytes_consume(&c->in, c->consumed);
+    c->consumed = 0;
+    c->continue_sent = 0;
+    if (c->in.len == 0 && c->in.cap > 64 * 1024) sg_bytes_free(&c->in);   /* after a big body */
+    if (c->read_blocked && conn_read(c) != 0) return -1;
+    return 0;
+}
+
+/* A request that has not all arrived: say 100 Continue when the client
+ * waits for it, refuse framing that would never fit, start the clock for
+ * slow clients. */
+static void conn_incomplete(sg_conn *c, const sg_http_request *r)
+{
+    if (r->want_continue && !c->continue_sent) {
+        c->continue_sent = 1;
+        OUT_LIT(c, "HTTP/1.1 100 Continue\r\n\r\n");
+        conn_flush(c);
+    }
+    if (c->eof) c->close_after = 1;   /* it will never complete */
+    else if (sg_bytes_npending(&c->in) >= SG_MAX_BUFFERED) {
+        error_reply(c, 413, "PAYLOAD_TOO_LARGE", "request framing is over the server's limit of 2 MB; "
+                    "send the body with Content-Length or larger chunks", 1);
+        return;
+    }
+    if (!c->req_start) c->req_start = time(NULL);
+}
+
+/* Hands a complete request to its handler. 0: go on with the next one
+ * (a handler that did not yield has replied already; one that yielded
+ * replies later, and server_reply calls back into conn_process); -1: stop. */
+static int conn_dispatch(sg_conn *c, sg_http_request *r)
+{
+    sg_server *s = c->srv;
+    c->http10 = r->minor == 0;
+    c->head = r->mlen == 4 && memcmp(r->method, "HEAD", 4) == 0;
+    c->consumed = r->total;
+    if (!r->keep_alive) c->close_after = 1;
+    if (!method_allowed(r->method, r->mlen)) {
+        error_reply(c, 405, "METHOD_NOT_ALLOWED", "method not allowed; the server takes GET, POST, "
+                    "HEAD, PUT, DELETE, OPTIONS and PATCH", 1);
+        return -1;
+    }
+    c->busy = 1;
+    c->streaming = 0;
+    c->cur = r;
+    /* The request hook (a C handler) may take it; otherwise Lua serves it. */
+    int started = s->w->stopping ? -1
+                : (s->hook && s->hook(s->w, c)) ? 0
+                : worker_start_request(s->w, c);
+    c->cur = NULL;
+    if (started != 0 && c->busy) {
+        c->busy = 0;
+        error_reply(c, 503, "SHUTTING_DOWN", "server is shutting down, retry", 1);
+        return -1;
+    }
+    return 0;
+}
+
 /* Serves every complete request buffered on c, in order, one at a time. */
 static void conn_process(sg_conn *c)
 {
-    sg_server *s = c->srv;
     if (c->processing) return;
     c->processing = 1;
     while (c->fd >= 0 && !c->busy) {
-        if (c->consumed) {        /* drop the request just answered */
-            /* advance, not memmove: a client that pipelines thousands of
-             * requests must not cost a copy of the rest per request */
-            c->in_off += c->consumed;
-            if (c->in_off == c->in_len) c->in_off = c->in_len = 0;
-            c->consumed = 0;
-            c->continue_sent = 0;
-            if (c->in_len == 0 && c->in_cap > 64 * 1024) {   /* after a big body */
-                free(c->in);
-                c->in = NULL;
-                c->in_cap = 0;
-            }
-            if (c->read_blocked && conn_read(c) != 0) break;
-        }
+        if (c->consumed && conn_advance(c) != 0) break;
         if (c->close_after) break;
-        if (c->out_len - c->out_off > SG_MAX_OUT_BACKLOG) {
+        if (sg_bytes_npending(&c->out) > SG_MAX_OUT_BACKLOG) {
             /* Send before serving more. Only a send that hit EAGAIN may
              * stop the loop: then the next write edge resumes it. */
-            if (conn_flush(c) != 0 || c->out_len - c->out_off > SG_MAX_OUT_BACKLOG) break;
+            if (conn_flush(c) != 0 || sg_bytes_npending(&c->out) > SG_MAX_OUT_BACKLOG) break;
         }
-        if (c->in_len == c->in_off) {
+        if (sg_bytes_npending(&c->in) == 0) {
             if (c->eof) c->close_after = 1;
             break;
         }
-        struct parsed r;
-        int rc = parse_request(c, &r);
+        sg_http_request r;
+        int rc = sg_http_parse(c->in.data + c->in.off, sg_bytes_npending(&c->in), &r);
         if (rc == 0) {
-            if (c->eof) c->close_after = 1;   /* it will never complete */
-            else if (c->in_len - c->in_off >= SG_MAX_BUFFERED) {
-                error_reply(c, 413, "PAYLOAD_TOO_LARGE", "request framing is over the server's limit of 2 MB; send the body with Content-Length or larger chunks", 1);
-                break;
-            }
-            if (!c->req_start) c->req_start = time(NULL);
+            conn_incomplete(c, &r);
             break;
         }
         c->req_start = 0;
@@ -742,31 +473,7 @@ static void conn_process(sg_conn *c)
             error_reply(c, r.status, r.code, r.message, 1);
             break;
         }
-        c->http10 = r.minor == 0;
-        c->head = r.mlen == 4 && memcmp(r.method, "HEAD", 4) == 0;
-        c->consumed = r.total;
-        if (!c->keep_alive) c->close_after = 1;
-        if (!method_allowed(r.method, r.mlen)) {
-            error_reply(c, 405, "METHOD_NOT_ALLOWED", "method not allowed; the server takes GET, POST, HEAD, PUT, DELETE, OPTIONS and PATCH", 1);
-            free(r.body_owned);
-            break;
-        }
-        c->busy = 1;
-        c->streaming = 0;
-        c->cur = &r;
-        /* The collector's C lane takes the plain single events it can
-         * serve alone (engine/ingest.c); everything else goes to Lua. */
-        int started = s->w->stopping ? -1 : ingest_try(s->w, c) ? 0 : worker_start_request(s->w, c);
-        c->cur = NULL;
-        free(r.body_owned);
-        if (started != 0 && c->busy) {
-            c->busy = 0;
-            error_reply(c, 503, "SHUTTING_DOWN", "server is shutting down, retry", 1);
-            break;
-        }
-        /* A handler that did not yield has replied already: go on with the
-         * next pipelined request. One that yielded replies later (server_reply
-         * calls back in here). */
+        if (conn_dispatch(c, &r) != 0) break;
     }
     c->processing = 0;
     if (c->fd < 0) {
@@ -774,7 +481,7 @@ static void conn_process(sg_conn *c)
         return;
     }
     if (conn_flush(c) != 0) return;
-    if (c->close_after && !c->busy && c->out_len == 0) conn_close(c);
+    if (c->close_after && !c->busy && sg_bytes_npending(&c->out) == 0) conn_close(c);
 }
 
 static void on_accept(evutil_socket_t fd, short what, void *arg);
@@ -849,8 +556,9 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
             /* a request dribbled in too slowly (slowloris): say so, close */
             error_reply(c, 408, "REQUEST_TIMEOUT", "the request did not arrive within 60 s", 1);
             if (conn_flush(c) == 0) conn_close(c);   /* -1: closed (and freed) already */
-        } else if (c->fd >= 0 && !c->busy && c->out_len == 0 &&
-                   (now - c->last_active >= SG_IDLE_TIMEOUT_S || (s->w->stopping && c->in_len == c->in_off))) {
+        } else if (c->fd >= 0 && !c->busy && sg_bytes_npending(&c->out) == 0 &&
+                   (now - c->last_active >= SG_IDLE_TIMEOUT_S ||
+                    (s->w->stopping && sg_bytes_npending(&c->in) == 0))) {
             conn_close(c);
         }
         c = next;
@@ -928,6 +636,11 @@ int server_start(worker_t *w)
     return 0;
 }
 
+void server_set_request_hook(worker_t *w, sg_request_hook hook)
+{
+    w->server->hook = hook;
+}
+
 void server_stop_accepting(worker_t *w)
 {
     sg_server *s = w->server;
@@ -958,32 +671,15 @@ void server_free(worker_t *w)
     w->server = NULL;
 }
 
-/* ---- requests and replies (called by worker.c, l_core.c, ingest.c) -------- */
-
-/* The request's path ("/" when empty) → its length; *path at it, *query at
- * the '?' or NULL. An absolute-form target (a proxy's "GET http://host/p")
- * keeps only the path. */
-static size_t request_path(const struct parsed *r, const char **path, const char **query)
-{
-    const char *t = r->target, *te = r->target + r->tlen;
-    if (r->tlen > 7 && (strncasecmp(t, "http://", 7) == 0 || strncasecmp(t, "https://", 8) == 0)) {
-        const char *slash = memchr(t + 8, '/', (size_t)(te - t - 8));
-        t = slash ? slash : te;
-    }
-    const char *q = memchr(t, '?', (size_t)(te - t));
-    *query = q;
-    if (t == te) { *path = "/"; return 1; }
-    *path = t;
-    return (size_t)((q ? q : te) - t);
-}
+/* ---- requests and replies (called by worker.c, l_core.c, the request hook) -- */
 
 void server_request_view(sg_conn *c, sg_request *v)
 {
-    struct parsed *r = c->cur;
+    sg_http_request *r = c->cur;
     const char *q;
     v->method = r->method;
     v->mlen = r->mlen;
-    v->plen = request_path(r, &v->path, &q);
+    v->plen = sg_http_target_path(r->target, r->tlen, &v->path, &q);
     v->body = r->body;
     v->blen = r->blen;
     v->h = r->h;
@@ -993,13 +689,13 @@ void server_request_view(sg_conn *c, sg_request *v)
 
 void server_push_request(lua_State *co, sg_conn *c)
 {
-    struct parsed *r = c->cur;
+    sg_http_request *r = c->cur;
     lua_createtable(co, 0, 8);
     lua_pushlstring(co, r->method, r->mlen);
     lua_setfield(co, -2, "method");
 
     const char *t, *q, *te = r->target + r->tlen;
-    size_t plen = request_path(r, &t, &q);
+    size_t plen = sg_http_target_path(r->target, r->tlen, &t, &q);
     lua_pushlstring(co, t, plen);
     lua_setfield(co, -2, "path");
     if (q) lua_pushlstring(co, q + 1, (size_t)(te - q - 1));
@@ -1008,7 +704,7 @@ void server_push_request(lua_State *co, sg_conn *c)
 
     lua_createtable(co, 0, r->nh);
     for (int i = 0; i < r->nh; i++) {
-        header_t *h = &r->h[i];
+        sg_header *h = &r->h[i];
         lua_pushlstring(co, h->name, h->nlen);
         lua_pushvalue(co, -1);
         lua_rawget(co, -3);
@@ -1024,7 +720,7 @@ void server_push_request(lua_State *co, sg_conn *c)
     }
     lua_setfield(co, -2, "headers");
 
-    /* The body as a buffer, not a string: see sg_buf in l_core.h. req.body
+    /* The body as a buffer, not a string: see l_buf.h. req.body
      * still reads as a string (the request metatable makes it on demand). */
     sg_buf_push(co, r->body, r->blen);
     lua_setfield(co, -2, "body_buf");
@@ -1102,7 +798,7 @@ int server_stream_write(sg_conn *c, const char *s, size_t n)
 {
     if (c->fd < 0) return -1;
     if (n == 0) return 0;         /* a zero chunk would end the stream */
-    if (c->out_len - c->out_off > SG_MAX_STREAM_BACKLOG) {   /* a stalled client */
+    if (sg_bytes_npending(&c->out) > SG_MAX_STREAM_BACKLOG) {   /* a stalled client */
         conn_close(c);
         return -1;
     }

@@ -1,9 +1,17 @@
 /*
- * server.h — the engine's HTTP/1.1 server: one per worker on a shared port.
+ * server.h — the engine's HTTP/1.1 server (server.c): one per worker, each
+ * with its own listening socket on the shared port.
+ *
+ * worker.c starts it and registers the request hook. Each request is
+ * offered to the hook, and otherwise runs as a Lua task
+ * (worker_start_request, which pushes it with server_push_request). The
+ * reply comes back through server_reply (a Lua handler's results),
+ * server_reply_raw (C) or the streaming calls.
  */
 #ifndef SIGNAL_SERVER_H
 #define SIGNAL_SERVER_H
 
+#include "http_parse.h"
 #include "worker.h"
 
 /* One client connection; while a request is with Lua it also stands for
@@ -13,18 +21,23 @@ typedef struct sg_server sg_server;
 
 /* Binds w's listener (SO_REUSEPORT) on the engine's address. */
 int server_start(worker_t *w);
+
+/* A C handler offered every request before Lua (the collector's C lane,
+ * ingest_try): 1 when it took the request — it has replied, or will,
+ * through server_reply_raw — 0 when Lua must serve it. It reads the
+ * request through server_request_view. The server knows no handler by
+ * name: the worker registers one at start-up. */
+typedef int (*sg_request_hook)(worker_t *w, sg_conn *c);
+
+/* Sets w's request hook (NULL: none), after server_start. */
+void server_set_request_hook(worker_t *w, sg_request_hook hook);
+
 /* Stops accepting and closes idle connections; busy ones close after
  * their reply. */
 void server_stop_accepting(worker_t *w);
 void server_free(worker_t *w);
 
-/* A request header as parsed: name lower-cased, value trimmed. */
-typedef struct {
-    const char *name, *value;
-    size_t nlen, vlen;
-} sg_header;
-
-/* A read-only view of the request being dispatched, for C handlers
+/* A read-only view of the request being dispatched, for the request hook
  * (engine/ingest.c). Valid only during the dispatch call: copy what must
  * outlive it. */
 typedef struct {

@@ -318,7 +318,9 @@ int worker_init(worker_t *w, engine_t *e, int id)
     w->stop_ev = event_new(w->base, -1, 0, on_stop, w);
     w->reload_ev = event_new(w->base, -1, 0, on_reload, w);
     w->stop_timer = evtimer_new(w->base, stop_poll, w);
-    return (w->ready_ev && w->stop_ev && w->reload_ev && w->stop_timer) ? 0 : -1;
+    if (w->ready_ev && w->stop_ev && w->reload_ev && w->stop_timer) return 0;
+    worker_destroy(w);
+    return -1;
 }
 
 /* Runs the entry module's start(args) and keeps what it returns. */
@@ -363,6 +365,7 @@ static int boot_lua(worker_t *w)
         if (!t) return -1;
         t->is_main = 1;
         start_op *op = calloc(1, sizeof *op);
+        if (!op) return -1;
         op->op.co = co;
         op->op.destroy = free_op;
         worker_ready(w, &op->op);
@@ -401,23 +404,35 @@ static void worker_cleanup(worker_t *w)
     w->inotify_fd = -1;
 }
 
-/* The events other threads may still poke (stop, reload) live until join. */
+/* The events other threads may still poke (stop, reload) live until join.
+ * Also undoes a worker_init that failed half-way. */
 void worker_destroy(worker_t *w)
 {
     if (!w->base) return;
-    event_free(w->ready_ev);
-    event_free(w->stop_ev);
-    event_free(w->reload_ev);
-    event_free(w->stop_timer);
+    if (w->ready_ev) event_free(w->ready_ev);
+    if (w->stop_ev) event_free(w->stop_ev);
+    if (w->reload_ev) event_free(w->reload_ev);
+    if (w->stop_timer) event_free(w->stop_timer);
     event_base_free(w->base);
     w->base = NULL;
+    w->ready_ev = w->stop_ev = w->reload_ev = w->stop_timer = NULL;
+}
+
+/* The HTTP server; the collector's C lane sees every request before Lua
+ * (it declines what it cannot serve alone, and all of it until
+ * core.ingest_configure has run). */
+static int start_server(worker_t *w)
+{
+    if (server_start(w) != 0) return -1;
+    server_set_request_hook(w, ingest_try);
+    return 0;
 }
 
 void *worker_main(void *arg)
 {
     worker_t *w = arg;
     engine_t *e = w->engine;
-    if (boot_lua(w) != 0 || (e->listen_port > 0 && server_start(w) != 0)) {
+    if (boot_lua(w) != 0 || (e->listen_port > 0 && start_server(w) != 0)) {
         e->exit_code = 1;
         w->started_ok = 0;
         for (int i = 0; i < e->nworkers; i++) worker_request_stop(&e->workers[i]);

@@ -41,9 +41,8 @@ struct sg_op {
     void (*destroy)(sg_op *op);        /* optional: free the op after resuming */
 };
 
-/* Hard limits on hostile input, explicit like lua-cjson's decode_max_depth. */
-#define SG_MAX_REQUEST_BODY   (1024 * 1024)   /* server.c refuses bigger bodies: 413 */
-#define SG_MAX_HEADERS_SIZE   (16 * 1024)
+/* Hard limits on hostile input, explicit like lua-cjson's decode_max_depth
+ * (the request limits are http_parse.h's). */
 #define SG_MAX_RESPONSE_BODY  (16 * 1024 * 1024)
 #define SG_STOP_GRACE_MS      10000           /* in-flight work after SIGTERM */
 

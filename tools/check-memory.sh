@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# tools/check-memory.sh — `make check-memory`: the C unit tests under
-# valgrind, then the AddressSanitizer/LeakSanitizer build of the engine
+# tools/check-memory.sh — `make check-memory`: the C unit tests (test_core,
+# test_http_parse) under valgrind, then the AddressSanitizer/LeakSanitizer build of the engine
 # driven through its primitives (HTTP client, 300 concurrent requests, Redis
 # stall timeouts, Redis reconnect) and as a server under load, stopped with SIGTERM, then
 # running the HTTP server, collector and C lane specs (SIGNAL_BIN), and the
@@ -21,8 +21,10 @@ cleanup() {
 trap cleanup EXIT
 P=$((18500 + RANDOM % 500)); RP=$((P + 1)); AP=$((P + 2))
 
-echo "== valgrind build/test_core"
-valgrind -q --error-exitcode=99 --leak-check=full build/test_core || fail=1
+for t in build/test_core build/test_http_parse; do
+  echo "== valgrind $t"
+  valgrind -q --error-exitcode=99 --leak-check=full "$t" || fail=1
+done
 
 echo "== ASan engine: primitives"
 bin/signal serve spec/fixtures/apps/upstream.lua --listen 127.0.0.1:$P 2>/dev/null & sleep 0.5

@@ -1,12 +1,15 @@
 /*
  * test_core.c — C unit tests for the engine's pure pieces: JSON escaping in
  * the logger, and the signal.core primitives driven through a plain
- * lua_State (sha256 vectors, random ids, gunzip, Redis URL errors).
- * Run under valgrind by `make check-memory`.
+ * lua_State (sha256 vectors, random ids, gunzip, Redis URL errors, and
+ * core.http.request freeing what it took when an argument is refused).
+ * Run under valgrind by `make check-memory`; the HTTP parser has its own
+ * binary (test_http_parse.c).
  */
 #include "../log.h"
 #include "../l_core.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 #include <zlib.h>
@@ -41,13 +44,69 @@ static void lua_eq(results *r, lua_State *L, const char *chunk, const char *want
     lua_settop(L, 0);
 }
 
-static void test_primitives(results *r)
+/* A plain lua_State with signal.core as the global `core`. */
+static lua_State *core_state(void)
 {
     lua_State *L = luaL_newstate();
     luaL_openlibs(L);
     lua_pushcfunction(L, luaopen_signal_core);
     lua_call(L, 0, 1);
     lua_setglobal(L, "core");
+    return L;
+}
+
+/* Bytes the C heap holds (LuaJIT's own allocator is not in it). */
+static size_t heap_in_use(void)
+{
+    struct mallinfo2 mi = mallinfo2();
+    return mi.uordblks + mi.hblkhd;
+}
+
+/* core.http.request raises on a programmer's mistake. A raise is a longjmp:
+ * whatever the call had allocated before it would leak, so each case is
+ * raised many times and the C heap must not grow (valgrind, under
+ * `make check-memory`, reports any leak too). */
+static void test_http_request_bad_args(results *r)
+{
+    static const char *const cases[][2] = {
+        { "core.http.request{ url = 'http://127.0.0.1:1/', method = {} }", "method must be a string" },
+        { "core.http.request{ url = 'http://127.0.0.1:1/', body = 'x', headers = { ['X-A'] = 'a\\r\\nb' } }",
+          "header X-A contains CR, LF or ':'" },
+        { "core.http.request{ url = 'http://127.0.0.1:1/', headers = { ['X:A'] = 'b' } }",
+          "header X:A contains CR, LF or ':'" },
+        { "core.http.request{ method = 'GET' }", "url is required" },
+        { "core.http.request('http://127.0.0.1:1/')", "table expected" },
+    };
+    lua_State *L = core_state();
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char chunk[512];
+        snprintf(chunk, sizeof chunk,
+                 "local function call() %s end\n"
+                 "local ok, err = pcall(call)\n"
+                 "if ok or not tostring(err):find(..., 1, true) then return tostring(err) end\n"
+                 "for _ = 1, 500 do pcall(call) end\n"
+                 "collectgarbage()\n"
+                 "return 'raised'", cases[i][0]);
+        char name[160];
+        snprintf(name, sizeof name, "http.request raises \"%s\" and frees what it took", cases[i][1]);
+        size_t before = heap_in_use();
+        int ok = luaL_loadstring(L, chunk) == 0;
+        lua_pushstring(L, cases[i][1]);
+        ok = ok && lua_pcall(L, 1, 1, 0) == 0;
+        const char *got = lua_tostring(L, -1);
+        size_t grown = heap_in_use() - before;
+        /* one leaked request is over a kilobyte (the op and its easy handle) */
+        CHECK(r, ok && got && strcmp(got, "raised") == 0 && (ssize_t)grown < 64 * 1024, name);
+        if (!ok || !got || strcmp(got, "raised") != 0) fprintf(stderr, "  got %s\n", got ? got : "(nil)");
+        else if ((ssize_t)grown >= 64 * 1024) fprintf(stderr, "  the C heap grew by %zu bytes\n", grown);
+        lua_settop(L, 0);
+    }
+    lua_close(L);
+}
+
+static void test_primitives(results *r)
+{
+    lua_State *L = core_state();
 
     lua_eq(r, L, "return core.sha256_hex('')",
            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", "sha256 of empty string");
@@ -64,6 +123,10 @@ static void test_primitives(results *r)
            "standalone sleep blocks and monotonic advances");
     lua_eq(r, L, "local _, e = core.gunzip('not gzip'); return e", "gzip: body is not valid gzip data",
            "gunzip rejects garbage with a clear error");
+    lua_eq(r, L, "local res, e = core.http.request{ url = 'http://127.0.0.1:1/', method = 'POST', body = 'x', "
+                 "headers = { 'X-A: 1', ['X-B'] = 2, ['X-C'] = {} } }; "
+                 "return e and e:match('^could not connect to 127.0.0.1:1') and 'refused' or tostring(e)", "refused",
+           "http.request skips header entries that are not name = value, and reports a refused connection");
     lua_eq(r, L, "local c, e = core.redis.connect('http://x'); return e",
            "redis url must start with redis:// or unix: (got http://x)", "redis url scheme is checked");
     lua_eq(r, L, "local c = core.redis.connect('redis://127.0.0.1:1/0'); local v, e = c:call('PING'); return e:match('^redis unavailable') and 'ok' or e",
@@ -102,6 +165,7 @@ int main(void)
     results r = { 0, 0 };
     test_json_escape(&r);
     test_primitives(&r);
+    test_http_request_bad_args(&r);
     printf("%d passed, %d failed\n", r.passed, r.failed);
     return r.failed ? 1 : 0;
 }
