@@ -7,6 +7,9 @@ local core = require "signal.core"
 local config = require "signal.config"
 local log = require "signal.observe.log"
 local router = require "signal.http.router"
+local queue = require "signal.redis.keys"
+local metrics = require "signal.observe.metrics"
+local cjson = require "cjson"
 local http = require "signal.http.response"
 
 local M = {}
@@ -21,6 +24,33 @@ local MODULES = {
   "signal.pipeline.processor",     -- raw stream → pipeline → delivery streams
   "signal.deliver.worker",      -- delivery streams → destinations, retries, dead letters
 }
+
+-- health(ctx) → the /healthz answer. Readiness is "Redis takes writes": a
+-- Redis at its memory limit still answers PING but refuses every event, so
+-- the probe is a small write (one key per node, 10 s). The body names the
+-- cause, so an operator (or a load balancer's log) sees which it is.
+local HEALTH_CAUSES = {
+  oom = { "REDIS_OOM", "Redis refuses writes: it is at its memory limit (maxmemory). Free memory or raise"
+    .. " maxmemory; while it lasts the collector answers 503 and clients retry" },
+  readonly = { "REDIS_READONLY", "Redis refuses writes: the engine is connected to a replica; point redis"
+    .. " at the primary" },
+}
+
+function M.health(ctx)
+  local ok, err = ctx.redis:call("SET", queue.health(ctx.node), "1", "PX", 10000)
+  if ok then return http.json(200, { status = "ok", version = core.version }) end
+  local kind = metrics.redis_error(err)
+  local cause = HEALTH_CAUSES[kind]
+  local code, message
+  if cause then
+    code, message = cause[1], cause[2]
+  else
+    kind = "down"
+    code, message = "REDIS_UNAVAILABLE", "Redis is unreachable: " .. tostring(err)
+  end
+  return 503, { ["Content-Type"] = "application/json" },
+    cjson.encode({ status = "redis_" .. kind, error = { code = code, message = message } })
+end
 
 local function node_id()
   local f = io.open("/proc/sys/kernel/hostname")
@@ -54,13 +84,7 @@ function M.start(args)
   if ctx.hub_org_id == "" then ctx.hub_org_id = nil end
 
   local r = router.new()
-  r:add({ "GET", "HEAD" }, "/healthz", function()
-    local pong, perr = redis:call("PING")
-    if pong ~= "PONG" then
-      return http.error(503, "REDIS_UNAVAILABLE", "Redis is unreachable: " .. tostring(perr))
-    end
-    return http.json(200, { status = "ok", version = core.version })
-  end)
+  r:add({ "GET", "HEAD" }, "/healthz", function() return M.health(ctx) end)
 
   for _, name in ipairs(MODULES) do
     local mod = require(name)
@@ -72,7 +96,6 @@ function M.start(args)
 
   -- Request latency by route and method; unmatched paths share one series
   -- so random URLs cannot grow the metric without bound.
-  local metrics = require "signal.observe.metrics"
   local monotonic = core.monotonic
   local label_cache = {}   -- route → method → labels, built once per pair
   return function(req)

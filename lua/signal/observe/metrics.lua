@@ -51,6 +51,8 @@ M.HELP = {
   signal_events_received_total = "Events received by the collector.",
   signal_events_accepted_total = "Events accepted into the raw stream.",
   signal_events_rejected_total = "Events rejected by the collector, by reason.",
+  signal_redis_errors_total = "Redis commands that failed, by kind: oom (Redis refuses writes at maxmemory),"
+    .. " readonly, down, other.",
   signal_ingest_lane_total = "Events the collector served in its C lane (engine/ingest.c); the rest of the"
     .. " received events took the Lua path.",
   signal_events_deduplicated_total = "Events acknowledged but not enqueued again (messageId seen).",
@@ -243,6 +245,30 @@ function M.add_source(fn)
   sources[#sources + 1] = fn
 end
 
+-- redis_error_kind(err) → "oom" (Redis refuses writes: maxmemory reached),
+-- "readonly" (a replica), "down" (no connection) or "other"
+function M.redis_error_kind(err)
+  err = tostring(err or "")
+  if find(err, "^OOM") or find(err, "OOM command not allowed", 1, true) then return "oom" end
+  if find(err, "^READONLY") then return "readonly" end
+  if find(err, "connect", 1, true) or find(err, "closed", 1, true) or find(err, "timeout", 1, true)
+     or find(err, "unavailable", 1, true) or find(err, "refused", 1, true) then
+    return "down"
+  end
+  return "other"
+end
+
+local redis_error_labels = {}
+
+-- redis_error(err) → its kind, counted in signal_redis_errors_total{kind}
+function M.redis_error(err)
+  local kind = M.redis_error_kind(err)
+  local l = redis_error_labels[kind]
+  if not l then l = { kind = kind }; redis_error_labels[kind] = l end
+  M.inc("signal_redis_errors_total", l, 1)
+  return kind
+end
+
 function M.set(name, lbl, v)
   name = full(name)
   gauges[series(name, labels(lbl))] = v
@@ -253,8 +279,20 @@ end
 ---------------------------------------------------------------------------
 -- flushing
 
--- flush(redis) -> true | nil, err. Deltas are removed only once Redis took
--- them, so a Redis outage delays numbers but loses none.
+-- give_back(what, delta): a delta Redis did not take goes back into the
+-- local tables (merged with whatever arrived meanwhile)
+local function give_back(what, a, b)
+  if what == "c" then counters[a] = (counters[a] or 0) + b
+  elseif what == "s" then sums[a] = (sums[a] or 0) + b
+  elseif what == "g" then
+    for k, v in pairs(a) do if gauges[k] == nil then gauges[k] = v end end
+  end
+  dirty = true
+end
+
+-- flush(redis) -> true | nil, err. A delta is removed only once Redis took
+-- it: a Redis outage, or a Redis that refuses writes (out of memory), delays
+-- numbers but loses none.
 function M.flush(redis)
   redis = redis or ctx_redis
   for i = 1, #sources do sources[i]() end
@@ -263,31 +301,42 @@ function M.flush(redis)
   local c, s, g = counters, sums, gauges
   counters, sums, gauges, dirty = {}, {}, {}, false
   local key, gkey, tkey = queue.metrics(), queue.metrics("gauges"), queue.metrics("types")
-  local cmds, newtypes = {}, {}
-  for k, v in pairs(c) do cmds[#cmds + 1] = { "HINCRBY", key, k, v } end
-  for k, v in pairs(s) do cmds[#cmds + 1] = { "HINCRBYFLOAT", key, k, format("%.9g", v) } end
+  -- undo[i]: how to give command i's delta back if Redis refuses it
+  local cmds, undo = {}, {}
+  for k, v in pairs(c) do cmds[#cmds + 1] = { "HINCRBY", key, k, v }; undo[#cmds] = { "c", k, v } end
+  for k, v in pairs(s) do
+    cmds[#cmds + 1] = { "HINCRBYFLOAT", key, k, format("%.9g", v) }
+    undo[#cmds] = { "s", k, v }
+  end
   if next(g) then
     local hset = { "HSET", gkey }
     for k, v in pairs(g) do hset[#hset + 1] = k; hset[#hset + 1] = tostring(v) end
     cmds[#cmds + 1] = hset
+    undo[#cmds] = { "g", g }
   end
   for name, t in pairs(types) do
     if not types_sent[name] then
       cmds[#cmds + 1] = { "HSETNX", tkey, name, t }
-      newtypes[#newtypes + 1] = name
+      undo[#cmds] = { "t", name }
     end
   end
   if #cmds == 0 then return true end
   local res, err = redis:pipeline(cmds)
-  if not res then
-    -- put the deltas back (merged with whatever arrived meanwhile)
-    for k, v in pairs(c) do counters[k] = (counters[k] or 0) + v end
-    for k, v in pairs(s) do sums[k] = (sums[k] or 0) + v end
-    for k, v in pairs(g) do if gauges[k] == nil then gauges[k] = v end end
-    dirty = true
-    return nil, err
+  local failed
+  for i = 1, #cmds do
+    local r = res and res[i]
+    local u = undo[i]
+    if res == nil or (type(r) == "table" and r.err) then
+      failed = failed or (res == nil and err) or r.err
+      if u[1] ~= "t" then give_back(u[1], u[2], u[3]) end
+    elseif u[1] == "t" then
+      types_sent[u[2]] = true
+    end
   end
-  for _, name in ipairs(newtypes) do types_sent[name] = true end
+  if failed then
+    M.redis_error(failed)
+    return nil, failed
+  end
   return true
 end
 
@@ -303,6 +352,13 @@ local function flusher(redis)
 end
 
 ---------------------------------------------------------------------------
+
+-- pending() → counter and sum deltas this worker holds that Redis has not
+-- taken yet (a scrape adds them while Redis refuses writes)
+function M.pending()
+  collect_histograms()
+  return counters, sums
+end
 
 -- types() → metric name → type, as recorded by this worker (a scrape
 -- types what Redis does not know yet with it)

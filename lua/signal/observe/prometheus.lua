@@ -143,7 +143,7 @@ function M.queue_gauges(redis, cfg, values, typemap)
 end
 
 function M.scrape(redis, cfg)
-  metrics.flush(redis)
+  local flushed = metrics.flush(redis)
   local values, typemap = {}, {}
   local res, err = redis:pipeline({
     { "HGETALL", queue.metrics() },
@@ -155,6 +155,13 @@ function M.scrape(redis, cfg)
   pairs_to_map(res[2], values)
   pairs_to_map(res[3], typemap)
   for name, t in pairs(metrics.types()) do if not typemap[name] then typemap[name] = t end end
+  if not flushed then
+    -- Redis refuses writes (out of memory): what this worker counted since
+    -- is not lost, and shows here until it can be flushed
+    local c, s = metrics.pending()
+    for k, v in pairs(c) do values[k] = (tonumber(values[k]) or 0) + v end
+    for k, v in pairs(s) do values[k] = (tonumber(values[k]) or 0) + v end
+  end
   if cfg then M.queue_gauges(redis, cfg, values, typemap) end
   return M.render(values, typemap)
 end

@@ -57,6 +57,8 @@ end
 --                    signal:metrics:gauges           HASH series -> value (last writer wins)
 --                    signal:metrics:types            HASH metric name -> counter|gauge|histogram
 function M.raw_dlq(pk) return k(pk, "dlq") end
+-- health probe     signal:health:<node>            STRING, 10 s: /healthz's write check
+function M.health(node) return "signal:health:" .. node end
 function M.ratelimit(key) return "signal:{rl:" .. key .. "}" end
 function M.metrics(kind) return kind and ("signal:metrics:" .. kind) or "signal:metrics" end
 
