@@ -26,7 +26,7 @@ ENGINE_PORT=8080
 SANDBOX_PORT=${DEMO_SANDBOX_PORT:-8091}
 PAGE_PORT=${DEMO_PAGE_PORT:-8000}
 FIXTURE=spec/fixtures/profiles.json
-export SIGNAL_ADMIN_TOKEN=${SIGNAL_ADMIN_TOKEN:-demo-admin-token}
+export SIGNAL_ADMIN_TOKEN=${SIGNAL_ADMIN_TOKEN:-demo-admin-token-not-for-production}
 # The config's own default; set here so one value is printed and used.
 export IDENTITY_HUB_ORG_ID=${IDENTITY_HUB_ORG_ID:-8a3c1f2e-0d4b-4c6a-9e57-5d0c2b7a1f00}
 

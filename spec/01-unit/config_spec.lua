@@ -14,7 +14,7 @@ local FILE = "signal.conf.lua"
 
 local INGEST_KEY = "eyJhbGciOiJIUzI1NiJ9.eyJzY29wZSI6InNwZWMtaW5nZXN0In0.c3BlYy1pbmdlc3Qtc2lnbmF0dXJl"
 local PROFILE_KEY = "eyJhbGciOiJIUzI1NiJ9.eyJzY29wZSI6InNwZWMtcHJvZmlsZSJ9.c3BlYy1wcm9maWxlLXNpZ25hdHVyZQ"
-local ADMIN_TOKEN = "spec-admin-token-7f3a9c"     -- short, not JWT-shaped: only scrubbing hides it
+local ADMIN_TOKEN = "spec-admin-token-7f3a9c5e1b" -- not JWT-shaped: only scrubbing hides it
 local REDIS_PASSWORD = "spec-redis-pass-91b2"
 
 local SECRETS = { INGEST_KEY, PROFILE_KEY, ADMIN_TOKEN, REDIS_PASSWORD,
@@ -301,6 +301,8 @@ describe("config top-level fields", function()
 
   it("rejects an admin token containing spaces without printing it", function()
     expect_error(raw({ admin_token = ADMIN_TOKEN .. " x" }), "admin_token", "must not contain spaces")
+    expect_error(raw({ admin_token = "short-admin-token-23chr" }), "admin_token",
+      "must be at least 24 characters of a random string")
   end)
 
   it("rejects an empty scripts_dir", function()

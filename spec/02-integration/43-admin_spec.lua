@@ -26,7 +26,7 @@ describe("admin API", function()
         linking_keys = { { source = "email", key = "email_sha256", hash = "sha256" } } }) },
       dk_metrics = { K.integ(sb) },
       dk_count = { K.integ(sb) },
-    }, { scripts_dir = scripts_dir }))
+    }, { scripts_dir = scripts_dir, trusted_proxies = { "127.0.0.1" } }))
     off = H.engine(K.config({ dk_off = { K.integ(sb) } }, { admin_token = false }))
   end)
 
@@ -62,6 +62,30 @@ describe("admin API", function()
     assert.equal(200, res.status)
     res = K.admin(engine, "GET", "/v1/admin/status")
     assert.equal(200, res.status)
+  end)
+
+  it("throttles failed authentication per client address, across workers, and logs it", function()
+    local attacker = { ["x-forwarded-for"] = "203.0.113.9" }
+    finally(function() redis:call("DEL", "signal:admin:fail:203.0.113.9") end)
+    for i = 1, 10 do
+      local h = { authorization = "Bearer guess-" .. i }
+      for k, v in pairs(attacker) do h[k] = v end
+      assert.equal(401, assert(H.request("GET", engine.url .. "/v1/admin/status", h)).status)
+    end
+    -- locked out, even with the right token
+    local h = { authorization = "Bearer " .. K.ADMIN }
+    for k, v in pairs(attacker) do h[k] = v end
+    local res = assert(H.request("GET", engine.url .. "/v1/admin/status", h))
+    assert.equal(429, res.status)
+    assert.equal("TOO_MANY_ATTEMPTS", cjson.decode(res.body).error.code)
+    local wait = tonumber(res.headers["retry-after"])
+    assert.is_true(wait ~= nil and wait >= 1 and wait <= 60)
+    -- another address is not
+    assert.equal(200, (K.admin(engine, "GET", "/v1/admin/status")).status)
+    H.eventually(function()
+      return engine:output():find('"msg":"admin authentication failed"', 1, true)
+        and engine:output():find('"client":"203.0.113.9"', 1, true)
+    end, 5, "the failures are logged with the client address")
   end)
 
   it("reports blueprint versions, queue depths, retries and dead letters", function()

@@ -7,7 +7,7 @@ local cjson = require "cjson"
 local core = require "signal.core"
 
 local fixture = H.profiles()
-local ADMIN = "hot-reload-admin-token"
+local ADMIN = "hot-reload-admin-token-4e2f"
 
 local function script(marker)
   return ([[

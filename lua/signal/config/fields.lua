@@ -157,6 +157,17 @@ local function no_space(v)
   return true
 end
 
+-- The admin API can read every event and replay dead letters: its token must
+-- not be guessable (24 characters of a random string are ~140 bits of hex).
+M.ADMIN_TOKEN_MIN = 24
+local function strong_token(v)
+  if #v < M.ADMIN_TOKEN_MIN then
+    return nil, "must be at least " .. M.ADMIN_TOKEN_MIN .. " characters of a random string (e.g. the output"
+      .. " of `openssl rand -hex 16`), got " .. #v
+  end
+  return true
+end
+
 ---------------------------------------------------------------------------
 -- schema
 
@@ -247,8 +258,9 @@ M.schema = {
         .. " unix://:password@/path/redis.sock)." },
     { name = "log_level", type = "string", default = "info", one_of = LOG_LEVELS,
       description = "Minimum log level." },
-    { name = "admin_token", type = "string", secret = true, non_empty = true, checks = { no_space },
-      description = "Bearer token of the admin API; unset: admin API off." },
+    { name = "admin_token", type = "string", secret = true, non_empty = true, checks = { no_space, strong_token },
+      description = "Bearer token of the admin API, at least 24 characters; unset: admin API off. Failed"
+        .. " attempts are throttled per client address." },
     { name = "scripts_dir", type = "string", non_empty = true,
       description = "Directory of customer mapping scripts (hot reloaded); relative to the config file." },
     { name = "trusted_proxies", type = "array", default = {},

@@ -26,6 +26,8 @@
 local core = require "signal.core"
 local http = require "signal.http.response"
 local queue = require "signal.redis.keys"
+local log = require "signal.observe.log"
+local identity = require "signal.identity"
 local destinations = require "signal.destinations"
 local reload = require "signal.pipeline.reload"
 local live = require "signal.observe.live"
@@ -65,14 +67,48 @@ local function presented(req, allow_query)
   return nil
 end
 
--- guard(cfg, fn, allow_query) → a route handler that checks the token first
-local function guard(cfg, fn, allow_query)
+-- Failed admin authentication is throttled per client address, across
+-- workers and nodes (a counter in Redis): after FAIL_LIMIT failures within
+-- FAIL_WINDOW_S the address gets 429 with Retry-After until the window ends,
+-- whatever it sends, so a token cannot be guessed by brute force.
+M.FAIL_LIMIT = 10
+M.FAIL_WINDOW_S = 60
+
+-- locked(ctx, ip) → seconds until the address may try again, or nil
+local function locked(ctx, ip)
+  local res = ctx.redis:pipeline({ { "GET", queue.admin_failures(ip) }, { "TTL", queue.admin_failures(ip) } })
+  local n = res and tonumber(res[1])
+  if n and n >= M.FAIL_LIMIT then return max(1, tonumber(res[2]) or M.FAIL_WINDOW_S) end
+  return nil
+end
+
+local function failed_auth(ctx, req, ip)
+  local key = queue.admin_failures(ip)
+  local res = ctx.redis:pipeline({ { "INCR", key }, { "EXPIRE", key, M.FAIL_WINDOW_S, "NX" } })
+  local n = res and tonumber(res[1]) or 0
+  -- the first failure and the one that locks the address out are logged
+  if n == 1 or n == M.FAIL_LIMIT then
+    log.warn("admin authentication failed", { client = ip, path = req.path, failures = n,
+      locked_for_s = n >= M.FAIL_LIMIT and M.FAIL_WINDOW_S or nil })
+  end
+end
+
+-- guard(ctx, fn, allow_query) → a route handler that checks the token first
+local function guard(ctx, fn, allow_query)
+  local cfg = ctx.cfg
   return function(req, params)
     local token = cfg.admin_token
     if not token or token == "" then
       return http.error(404, "ADMIN_OFF", "admin API is off: set admin_token")
     end
+    local ip = identity.client_ip(ctx, req) or "unknown"
+    local wait = locked(ctx, ip)
+    if wait then
+      return http.error(429, "TOO_MANY_ATTEMPTS", "too many failed admin authentications from this address;"
+        .. " retry in " .. wait .. " s", { ["Retry-After"] = tostring(wait) })
+    end
     if not same(presented(req, allow_query), token) then
+      failed_auth(ctx, req, ip)
       return http.error(401, "UNAUTHORIZED", "missing or wrong admin token (Authorization: Bearer <admin_token>"
         .. " or X-Admin-Token)", { ["WWW-Authenticate"] = 'Bearer realm="signal-admin"' })
     end
@@ -160,13 +196,13 @@ function M.init(ctx, router)
   local cfg = ctx.cfg
   local redis = ctx.redis
 
-  router:add("GET", "/v1/admin/status", guard(cfg, function()
+  router:add("GET", "/v1/admin/status", guard(ctx, function()
     local st, err = M.status(ctx)
     if not st then return http.error(503, "REDIS_UNAVAILABLE", "Redis is unreachable: " .. tostring(err)) end
     return json(200, st)
   end))
 
-  router:add("POST", "/v1/admin/reload", guard(cfg, function()
+  router:add("POST", "/v1/admin/reload", guard(ctx, function()
     -- This worker reloads now so the answer carries the result; the others
     -- reload through the broadcast (an unchanged set is a no-op here).
     local ok, errors = reload.try_reload()
@@ -178,7 +214,7 @@ function M.init(ctx, router)
     })
   end))
 
-  router:add("GET", "/v1/admin/live", guard(cfg, function(req)
+  router:add("GET", "/v1/admin/live", guard(ctx, function(req)
     local q = http.parse_query(req.query)
     local p, e1, e2, e3 = pipeline_of(ctx, q)
     if not p then return e1, e2, e3 end
@@ -188,7 +224,7 @@ function M.init(ctx, router)
     return json(200, { pipeline = p.key, live_events_max = cfg.live_events_max, events = events })
   end))
 
-  router:add("GET", "/v1/admin/live/stream", guard(cfg, function(req)
+  router:add("GET", "/v1/admin/live/stream", guard(ctx, function(req)
     local q = http.parse_query(req.query)
     local p, e1, e2, e3 = pipeline_of(ctx, q)
     if not p then return e1, e2, e3 end
@@ -225,7 +261,7 @@ function M.init(ctx, router)
     end
   end, true))
 
-  router:add("GET", "/v1/admin/dlq", guard(cfg, function(req)
+  router:add("GET", "/v1/admin/dlq", guard(ctx, function(req)
     local q = http.parse_query(req.query)
     local ok, cerr = dlq.check(cfg, q)
     if not ok then return http.error(400, "BAD_REQUEST", cerr) end
@@ -235,7 +271,7 @@ function M.init(ctx, router)
     return json(200, { entries = entries, counts = counts })
   end))
 
-  router:add("POST", "/v1/admin/dlq/replay", guard(cfg, function(req)
+  router:add("POST", "/v1/admin/dlq/replay", guard(ctx, function(req)
     local q = http.parse_query(req.query)
     local ok, cerr = dlq.check(cfg, q)
     if not ok then return http.error(400, "BAD_REQUEST", cerr) end

@@ -30,13 +30,14 @@
 -- forever.
 --
 -- Secrets: every string stored passes signal.observe.log.scrub (registered config
--- secrets and bearer tokens) on the way in and again on the way out; the
--- request record already shows Authorization as "Bearer [REDACTED]".
--- live.scrub puts a cheap exact pre-check in front of log.scrub, whose
--- bearer pattern (a gsub trying every position) costs ~15 µs per KB: a
--- string can only hold a bearer token if it contains "earer", and a secret
--- only if it contains a 12-byte piece of it, and both are plain (memchr)
--- searches. No false negatives: when either may be present, log.scrub runs.
+-- secrets, bearer tokens and JWT-shaped strings) on the way in and again on
+-- the way out; the request record already shows Authorization as "Bearer
+-- [REDACTED]". live.scrub puts a cheap exact pre-check in front of
+-- log.scrub, whose bearer pattern (a gsub trying every position) costs ~15
+-- µs per KB: a string can only hold a bearer token if it contains "earer", a
+-- JWT only if it contains "eyJ", and a secret only if it contains a 12-byte
+-- piece of it, all plain (memchr) searches. No false negatives: when any may
+-- be present, log.scrub runs.
 local cjson = require("cjson").new()
 local queue = require "signal.redis.keys"
 local log = require "signal.observe.log"
@@ -73,6 +74,7 @@ local REDACTED_TAIL = " [REDACTED]"
 
 local function fast_scrub(s)
   if type(s) ~= "string" then return s end
+  if find(s, "eyJ", 1, true) then return scrub(s) end   -- maybe a JWT
   local i = find(s, "earer", 1, true)
   while i do
     -- "Bearer [REDACTED]" (our own request records) needs nothing

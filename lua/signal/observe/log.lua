@@ -54,11 +54,16 @@ local function plain_find_replace(s, needle, repl)
   return table.concat(out)
 end
 
--- Scrubs registered secrets and bearer tokens from any string.
+-- Scrubs registered secrets, bearer tokens and anything shaped like a JWT
+-- (three base64url parts, the first two JSON objects: "eyJ…") from any
+-- string: a page or a server may put someone's token in an event property.
 function M.scrub(s)
   if type(s) ~= "string" then return s end
   for _, v in ipairs(secrets) do s = plain_find_replace(s, v, REDACTED) end
   s = s:gsub("([Bb]earer%s+)[%w%-%._~%+/=]+", "%1" .. REDACTED)
+  if s:find("eyJ", 1, true) then
+    s = s:gsub("eyJ[%w_%-]+%.eyJ[%w_%-]+%.[%w_%-]*", REDACTED)
+  end
   return s
 end
 

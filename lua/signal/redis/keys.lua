@@ -57,6 +57,8 @@ end
 --                    signal:metrics:gauges           HASH series -> value (last writer wins)
 --                    signal:metrics:types            HASH metric name -> counter|gauge|histogram
 function M.raw_dlq(pk) return k(pk, "dlq") end
+-- admin failures   signal:admin:fail:<client ip>   STRING counter, 60 s: throttles admin auth
+function M.admin_failures(ip) return "signal:admin:fail:" .. ip end
 -- health probe     signal:health:<node>            STRING, 10 s: /healthz's write check
 function M.health(node) return "signal:health:" .. node end
 function M.ratelimit(key) return "signal:{rl:" .. key .. "}" end
