@@ -169,6 +169,27 @@ describe("admin API", function()
     assert.truthy((H.read(out2) or ""):find("id: " .. later, 1, true))
   end)
 
+  it("keeps recording live events when Redis forgot its scripts (a restart, SCRIPT FLUSH)", function()
+    local function recorded(mids)
+      H.eventually(function()
+        for _, mid in ipairs(mids) do
+          local i = K.live_integration(K.live_event(engine, "dk_metrics", mid), "amperity")
+          if not (i and #i.requests == 1) then return false end
+        end
+        return true
+      end, 10, "every live event with its request")
+    end
+    -- warm: both workers' connections have loaded the live scripts
+    local warm = K.send_many(engine, "dk_metrics", 12)
+    K.wait_delivered(sb, warm, "esm-demo")
+    recorded(warm)
+    assert.equal("OK", redis:call("SCRIPT", "FLUSH"))
+    -- the next events' records and their vendor requests are not lost to NOSCRIPT
+    local mids = K.send_many(engine, "dk_metrics", 12)
+    K.wait_delivered(sb, mids, "esm-demo")
+    recorded(mids)
+  end)
+
   it("serves the /live page with its two tabs", function()
     local res = assert(H.request("GET", engine.url .. "/live"))
     assert.equal(200, res.status)

@@ -180,7 +180,7 @@ local function flush_done(ds)
       if sha then cmds[3] = live.requests_command(ds.pk, items, sha) end
     end
     local out = write(ds, cmds)
-    if out and type(out[3]) == "table" and redis_script.noscript(out[3].err) then live.ADD:forget(ds.redis) end
+    if out and type(out[3]) == "table" and redis_script.noscript(out[3].err) then live.ADD:rerun(ds.redis, cmds[3]) end
     local active = ds.active
     for i = 1, n do active[ids[i]] = nil end
     released(ds, n)
@@ -245,7 +245,7 @@ local function failed(ds, e, o, started, live_item)
   end
   local out = write(ds, cmds)
   if live_item and out and type(out[#cmds]) == "table" and redis_script.noscript(out[#cmds].err) then
-    live.ADD:forget(ds.redis)
+    live.ADD:rerun(ds.redis, cmds[#cmds])
   end
   ds.active[e.id] = nil
   released(ds, 1)

@@ -120,7 +120,7 @@ return n
 ]]
 
 -- Both run inside pipelines: callers take the sha from :ensure(redis) and
--- :forget(redis) on a NOSCRIPT reply (signal.redis.script).
+-- :rerun(redis, cmd) a command that got NOSCRIPT (signal.redis.script).
 M.PUSH = redis_script.new(M.PUSH_SCRIPT)
 M.ADD = redis_script.new(M.ADD_SCRIPT)
 

@@ -278,9 +278,13 @@ function M.flush(batch)
         end
       end
       for i = live_first, #cmds do
-        if type(res[i]) == "table" and res[i].err then
-          if redis_script.noscript(res[i].err) then live.PUSH:forget(redis) end
-          log.warn("could not record live events", { pipeline = pk, reason = res[i].err })
+        local r = res[i]
+        if type(r) == "table" and r.err and redis_script.noscript(r.err) and cmds[i][1] == "EVALSHA" then
+          local again, aerr = live.PUSH:rerun(redis, cmds[i])
+          r = again ~= nil and again or { err = aerr }
+        end
+        if type(r) == "table" and r.err then
+          log.warn("could not record live events", { pipeline = pk, reason = r.err })
           break
         end
       end

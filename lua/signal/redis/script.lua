@@ -5,14 +5,16 @@
 --   local MOVE = redis_script.new [[ … ]]
 --   local n, err = MOVE:call(redis, 2, key1, key2, arg)   -- EVALSHA, EVAL if unknown
 --   cmds[#cmds + 1] = { "EVALSHA", MOVE:ensure(redis), 1, key, … }  -- in a pipeline
---   if reply.err and redis_script.noscript(reply.err) then MOVE:forget(redis) end
+--   if redis_script.noscript(reply.err) then reply = MOVE:rerun(redis, cmd) end
 --
 -- The SHA-1 is computed here (core.sha1_hex), so a single call never needs
 -- a SCRIPT LOAD round trip: a Redis that does not know the script (restart,
 -- SCRIPT FLUSH, a failover to a new node) answers NOSCRIPT and gets one
 -- EVAL, which also caches it there. Pipelines cannot retry one command
 -- inside them, so they first make sure the script is loaded on that
--- connection (SCRIPT LOAD once per connection, remembered weakly).
+-- connection (SCRIPT LOAD once per connection, remembered weakly); a
+-- pipelined call that still meets NOSCRIPT (Redis restarted since) is run
+-- again on its own with rerun(), so its work is not lost.
 local core = require "signal.core"
 
 local find, type, setmetatable = string.find, type, setmetatable
@@ -52,9 +54,14 @@ function Script:ensure(redis)
   return self.sha
 end
 
--- s:forget(redis): a pipeline got NOSCRIPT; the next ensure() loads again.
-function Script:forget(redis)
+-- s:rerun(redis, cmd) → reply | nil, err: cmd, a pipelined { "EVALSHA",
+-- sha, nkeys, … } that got NOSCRIPT, run again as EVAL; the next ensure()
+-- loads the script again.
+function Script:rerun(redis, cmd)
   self.loaded[redis] = nil
+  local args = { "EVAL", self.source }
+  for i = 3, #cmd do args[i] = cmd[i] end
+  return redis:call(unpack(args, 1, #cmd))
 end
 
 return M
