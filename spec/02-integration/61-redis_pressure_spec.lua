@@ -67,4 +67,37 @@ describe("an engine whose Redis is out of memory", function()
       return tonumber(v) and tonumber(v) >= 3
     end, 10, "the rejected events counted in Redis")
   end)
+
+  it("drops live events first when Redis nears its limit, and records them again after", function()
+    local live = "signal:{" .. PK .. "}:live"
+    local function send(id)
+      local res = H.post(eng, "/v1/t", cjson.encode({ type = "track", event = "Viewed", anonymousId = "a-2",
+                                                      messageId = id }), { ["X-Pipeline-Key"] = PK })
+      assert.equal(200, res.status, res.body)
+    end
+    local function recorded(id)
+      return r:call("EXISTS", live .. ":" .. id) == 1
+    end
+    assert(r:call("DEL", "filler"))
+    send("warm-1")
+    H.eventually(function() return recorded("warm-1") end, 10, "the live record of an event")
+
+    -- 85 % of maxmemory in use: writes still succeed, live events give way
+    local info = r:call("INFO", "memory")
+    local used = tonumber(info:match("\nused_memory:(%d+)"))
+    assert(r:call("CONFIG", "SET", "maxmemory", tostring(math.floor(used / 0.85))))
+    H.eventually(function() return r:call("EXISTS", live) == 0 and not recorded("warm-1") end, 10,
+      "the live records cleared")
+    send("pressed-1")
+    H.eventually(function()
+      return #H.raw_entries(PK, redis.url) == 0   -- processed (and acknowledged)
+    end, 10, "the event processed")
+    assert.is_false(recorded("pressed-1"))
+
+    assert(r:call("CONFIG", "SET", "maxmemory", "0"))
+    H.eventually(function()
+      send("after-" .. core.random_hex(3))
+      return r:call("LLEN", live) > 0
+    end, 15, "live events recorded again once Redis has room")
+  end)
 end)

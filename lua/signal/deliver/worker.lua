@@ -258,7 +258,7 @@ end
 -- entry e: its body is the payload the processor recorded (p:<integration>),
 -- byte for byte, so it is not stored twice
 local function live_record(ds, e, o, started, n)
-  if not (ds.live_on and e.m and e.m ~= "") then return nil end
+  if not (ds.live_on and e.m and e.m ~= "") or live.paused() then return nil end
   local r = o.request or {}
   local rec = {
     attempt = e.attempt, at = floor(started * 1000), method = r.method, url = r.url, headers = r.headers,

@@ -38,6 +38,7 @@
 -- JWT only if it contains "eyJ", and a secret only if it contains a 12-byte
 -- piece of it, all plain (memchr) searches. No false negatives: when any may
 -- be present, log.scrub runs.
+local core = require "signal.core"
 local cjson = require("cjson").new()
 local queue = require "signal.redis.keys"
 local log = require "signal.observe.log"
@@ -145,6 +146,61 @@ function M.batch_commands(cmds, pk, cap, records, push_sha)
     push[#push + 1] = rec.id
   end
   cmds[#cmds + 1] = push
+end
+
+---------------------------------------------------------------------------
+-- memory pressure
+
+-- Live events are the first thing to give up when Redis fills: they are a
+-- debugging view, while events and payloads are the product. Every worker
+-- reads Redis's memory every PRESSURE_EVERY_MS; above PAUSE_AT of maxmemory
+-- it stops recording (paused() is true) and worker 0 deletes every
+-- pipeline's live records, until usage is back under RESUME_AT. A Redis
+-- without maxmemory never pauses them.
+M.PAUSE_AT, M.RESUME_AT = 0.8, 0.7
+M.PRESSURE_EVERY_MS = 2000
+
+local paused = false
+
+function M.paused() return paused end
+
+-- KEYS[1] a pipeline's live list → records deleted (the list too)
+M.DROP_SCRIPT = [[
+local ids = redis.call('LRANGE', KEYS[1], 0, -1)
+for _, id in ipairs(ids) do redis.call('UNLINK', KEYS[1] .. ':' .. id) end
+redis.call('UNLINK', KEYS[1])
+return #ids
+]]
+M.DROP = redis_script.new(M.DROP_SCRIPT)
+
+-- memory_share(redis) → used_memory / maxmemory, or nil (no limit, or unknown)
+function M.memory_share(redis)
+  local info = redis:call("INFO", "memory")
+  if type(info) ~= "string" then return nil end
+  local used = tonumber(info:match("\nused_memory:(%d+)"))
+  local max = tonumber(info:match("\nmaxmemory:(%d+)"))
+  if not used or not max or max == 0 then return nil end
+  return used / max
+end
+
+-- watch(redis, pipelines, drop): the pressure task of one worker; drop =
+-- true in one worker per process (it frees the records)
+function M.watch(redis, pipelines, drop)
+  while not core.stopping() do
+    local share = M.memory_share(redis)
+    if share and not paused and share >= M.PAUSE_AT then
+      paused = true
+      log.warn("Redis is near its memory limit: live events paused and cleared",
+        { used_share = math.floor(share * 100) / 100 })
+      if drop then
+        for _, pk in ipairs(pipelines) do M.DROP:call(redis, 1, queue.live(pk)) end
+      end
+    elseif paused and (share == nil or share < M.RESUME_AT) then
+      paused = false
+      log.info("live events resumed", { used_share = share and math.floor(share * 100) / 100 })
+    end
+    core.sleep(M.PRESSURE_EVERY_MS)
+  end
 end
 
 -- request_field(integration, attempt, at_ms) → the record field of one

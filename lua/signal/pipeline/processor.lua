@@ -317,7 +317,7 @@ end
 local function dispatch(ps, entries)
   local n = 0
   local batch = { ps = ps, ids = {}, outs = {}, out_labels = {}, dead = {}, records = {}, keep = {},
-                  live_on = ps.live_max > 0 }
+                  live_on = ps.live_max > 0 and not live.paused() }
   local flists = {}
   for _, e in ipairs(entries) do
     local id = type(e) == "table" and e[1]
@@ -361,6 +361,11 @@ function M.init(ctx)
   live.set_secrets(require("signal.config").secrets(cfg))
   M.states = {}
   local settings = consumer.settings(cfg)
+  if core.in_engine and (cfg.live_events_max or 0) > 0 then
+    local keys = {}
+    for i, p in ipairs(cfg.pipelines) do keys[i] = p.key end
+    spawn(live.watch, ctx.redis, keys, core.worker_id == 0)
+  end
   for _, p in ipairs(cfg.pipelines) do
     local pk = p.key
     local its = {}
