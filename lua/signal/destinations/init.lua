@@ -73,6 +73,7 @@ local M = {}
 M.MODULES = {
   amperity = "signal.destinations.amperity",
   ga4 = "signal.destinations.ga4",
+  meta_capi = "signal.destinations.meta_capi",
   webhook = "signal.destinations.webhook",
 }
 
