@@ -113,7 +113,9 @@ function M.event_name(raw, e, cfg, list)
     return nil, add(list, e, cfg, "event_name_reserved",
       "GA4 limit: event name '" .. raw .. "' uses a prefix reserved by Google; event not sent")
   end
-  local name = clean(lower(event.snake(raw)))
+  -- "Order Completed" is words: lower-cased and joined; "orderCompleted"
+  -- is camelCase: split first
+  local name = clean(lower(find(raw, "%s") and raw or event.snake(raw)))
   if name == "" then
     return nil, add(list, e, cfg, "event_name_invalid",
       "GA4 limit: event name '" .. raw .. "' has no letters or digits; event not sent")

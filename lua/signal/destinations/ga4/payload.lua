@@ -89,8 +89,9 @@ local function timestamp(e, p, cfg, list)
     return nil, add(list, e, cfg, "timestamp_future",
       "GA4 limit: the event time is in the future: sent without timestamp_micros (recorded on arrival)")
   end
-  -- whole milliseconds: the number survives JSON encoding exactly
-  return floor(t * 1000) * 1000, list
+  -- whole milliseconds (rounded: 0.96 s is 959.9999… ms in binary), so the
+  -- number survives JSON encoding exactly
+  return floor(t * 1000 + 0.5) * 1000, list
 end
 
 -- trim_items(body, e, cfg, list) → list: items dropped from the end until the
