@@ -297,6 +297,7 @@ describe("Meta requests and outcomes", function()
     end
     assert.equal("delivered", send.classify(200, '{"events_received":1}'))
     assert.equal("permanent", err(190))
+    assert.equal("permanent", err(190, 500))      -- a token error is final whatever the status
     for _, code in ipairs({ 4, 17, 32, 613, 80004 }) do assert.equal("retry", err(code), tostring(code)) end
     assert.equal("retry", err(2, 500))
     assert.equal("permanent", err(100))
