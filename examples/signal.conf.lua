@@ -1,8 +1,10 @@
 -- examples/signal.conf.lua — the demo configuration.
 --
--- One pipeline (dk_live_demo) delivering to Amperity and to a webhook, both
--- pointing at the local sandbox (`signal sandbox --listen 127.0.0.1:8091`:
--- Amperity's stand-in and a receiver that verifies webhook signatures).
+-- One pipeline (dk_live_demo) delivering to Amperity, a webhook, GA4 and
+-- Meta's Conversions API, all pointing at the local sandbox (`signal sandbox
+-- --listen 127.0.0.1:8091`: the vendors' stand-ins and a receiver that
+-- verifies webhook signatures). GA4 and Meta receive only the events whose
+-- consent allows them (analytics, marketing): choose in the page's banner.
 -- Every credential comes from the environment, with obviously fake demo
 -- defaults so the demo runs out of the box:
 --
@@ -12,6 +14,8 @@
 --   AMPERITY_API_KEY           Streaming Ingest JWT (demo value)
 --   AMPERITY_PROFILE_API_KEY   Profile API JWT      (demo value)
 --   DEMO_WEBHOOK_SECRET        webhook signing key  (the sandbox receiver's demo value)
+--   GA4_API_SECRET             GA4 Measurement Protocol API secret (the sandbox's demo value)
+--   META_ACCESS_TOKEN          Meta Conversions API token          (the sandbox's demo value)
 --
 -- Check it with `signal check -c examples/signal.conf.lua`.
 
@@ -60,6 +64,27 @@ return {
           name = "demo",
           url = "http://127.0.0.1:8091/hooks/demo",
           signing_secret = env("DEMO_WEBHOOK_SECRET") or "demo-webhook-secret-0123456789",
+        },
+        {
+          -- GA4 Measurement Protocol; only events with analytics consent
+          -- (accept the cookie banner). The visitor's Amperity Persona and
+          -- LifetimeTier become user properties.
+          type = "ga4",
+          preset = "retail",
+          base_url = "http://127.0.0.1:8091",      -- the local sandbox, not google-analytics.com
+          measurement_id = "G-DEMO123",
+          api_secret = env("GA4_API_SECRET") or "demo-ga4-api-secret-9f2c",
+          user_properties = "Persona,LifetimeTier",
+        },
+        {
+          -- Meta Conversions API; only events with marketing consent. The
+          -- visitor's predicted lifetime value goes in custom_data.
+          type = "meta_capi",
+          preset = "retail",
+          base_url = "http://127.0.0.1:8091",      -- the local sandbox, not graph.facebook.com
+          pixel_id = "1234567890",
+          access_token = env("META_ACCESS_TOKEN") or "EAAGdemoMetaAccessToken0123456789abcdef",
+          custom_data_attributes = { PredictedCLV = "predicted_ltv", Persona = "persona" },
         },
       },
     },

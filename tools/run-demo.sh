@@ -5,7 +5,7 @@
 #   Redis          private redis-server on 6390, data in var/demo/redis
 #                  (or the Redis in SIGNAL_REDIS, which is then not started)
 #   sandbox        bin/signal sandbox on 127.0.0.1:8091 (spec/fixtures/profiles.json):
-#                  Amperity's stand-in and a webhook receiver
+#                  Amperity's, GA4's and Meta's stand-ins and a webhook receiver
 #   engine         bin/signal run -c examples/signal.conf.lua on 127.0.0.1:8080,
 #                  admin token set (live events) and the identity hub on
 #   storefront     bin/signal serve examples/demo/app.lua on 127.0.0.1:8000
@@ -106,7 +106,7 @@ fi
 
 start "sandbox" "$VAR/sandbox.log" bin/signal sandbox --listen "127.0.0.1:$SANDBOX_PORT" --profiles "$FIXTURE"
 await "sandbox" "$VAR/sandbox.log" curl -fsS --max-time 1 "http://127.0.0.1:$SANDBOX_PORT/_sandbox/stats"
-say "sandbox (Amperity, webhook receiver) on 127.0.0.1:$SANDBOX_PORT"
+say "sandbox (Amperity, GA4, Meta, webhook receiver) on 127.0.0.1:$SANDBOX_PORT"
 
 start "engine" "$VAR/engine.log" bin/signal run -c examples/signal.conf.lua
 await "engine" "$VAR/engine.log" curl -fsS --max-time 1 "http://127.0.0.1:$ENGINE_PORT/healthz"
@@ -132,8 +132,15 @@ ${B}Signal demo is running.${N} Open:
 ${LIVE:+  Live events        $LIVE
 }  Amperity received  http://127.0.0.1:$SANDBOX_PORT/_sandbox/requests?prefix=/prof/events
   Webhook received   http://127.0.0.1:$SANDBOX_PORT/_sandbox/requests?prefix=/hooks/demo
+  GA4 received       http://127.0.0.1:$SANDBOX_PORT/_sandbox/requests?prefix=/mp/collect
+                     (what GA4 collected: http://127.0.0.1:$SANDBOX_PORT/_sandbox/ga4)
+  Meta received      http://127.0.0.1:$SANDBOX_PORT/_sandbox/requests?prefix=/v
+                     (what Meta received: http://127.0.0.1:$SANDBOX_PORT/_sandbox/meta)
 
-Try: view a product, add to cart, check out; choose in the cookie banner;
+Try: view a product, add to cart, check out; choose in the cookie banner
+(GA4 needs analytics consent and Meta marketing consent: "Reject all" sends
+to Amperity and the webhook only, and live events show why the others were
+skipped);
 then "Sign in as jane.doe@example.com" — she is a "Value Hunter", so the hero
 turns into the promo and datafly.profile.amperity fills in (right-hand panel).
 

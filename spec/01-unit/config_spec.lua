@@ -417,12 +417,12 @@ describe("config pipelines", function()
   end)
 
   it("requires an integration type and lists the known ones", function()
-    expect_error(raw(nil, { type = "<nil>" }), "pipelines[1].integrations[1].type", "is required (known types: amperity, webhook)")
+    expect_error(raw(nil, { type = "<nil>" }), "pipelines[1].integrations[1].type", "is required (known types: amperity, ga4, meta_capi, webhook)")
   end)
 
   it("rejects an unknown integration type with a did-you-mean", function()
     local msg = expect_error(raw(nil, { type = "amperty" }), "pipelines[1].integrations[1].type",
-      'unknown integration type "amperty" (known: amperity, webhook)')
+      'unknown integration type "amperty" (known: amperity, ga4, meta_capi, webhook)')
     assert.truthy(msg:find('did you mean "amperity"', 1, true))
   end)
 

@@ -6,6 +6,7 @@
 -- README's config reference (tools/config-reference.lua).
 local schema = require "signal.config.schema"
 local destinations = require "signal.destinations"
+local consent = require "signal.pipeline.consent"
 
 local type, ipairs, tonumber = type, ipairs, tonumber
 local quote = schema.quote
@@ -178,6 +179,12 @@ local COMMON_FIELDS = {
   { name = "name", type = "string", non_empty = true, checks = { name_token },
     default = function(rec) return rec.type end, default_doc = "the type",
     description = "Names the integration's delivery stream; unique within a pipeline." },
+  { name = "consent_required", type = "array", csv = true,
+    elements = { type = "string", one_of = consent.NAMES },
+    default_doc = "the destination's rule",
+    description = "Consent categories an event needs to be sent to this integration (analytics,"
+      .. " marketing = advertising, functional; {} sends every event). Default: the destination's own"
+      .. " rule (GA4 analytics, Meta marketing, Amperity and webhooks none)." },
   { name = "rate_limit", type = "number", min = 0.001,
     description = "Maximum requests per second to this destination, shared by every node (default:"
       .. " delivery.rate_limit_per_tenant, else the destination's own rate)." },

@@ -23,7 +23,13 @@
 --                                      no preset (nil: an empty table)
 --                   finish(event, payload, cfg) → payload, warning
 --                                      fields the destination always sets,
---                                      after every script (optional)
+--                                      after every script (optional); the
+--                                      warning may be a list of corrections
+--                                      made to fit the vendor's limits (each
+--                                      shown on the live event; the
+--                                      destination counts them in
+--                                      signal_payload_corrections_total).
+--                                      A nil payload: nothing is sent.
 --                   type_target        the payload field the event handler's
 --                                      `type` is written to (nil: none)
 --                   reserved_targets   { target = why } no mapping may write
@@ -39,6 +45,16 @@
 --                   request = { method, url, headers } (nothing secret) }
 --   explain(cfg, outcome) → the line that says what to fix, or nil
 --   status(cfg)   → the non-secret settings the admin status shows
+--   consent       (optional) { requires = { "analytics" | "marketing" |
+--                 "functional", … } }: the consent categories an event needs
+--                 to be sent here (signal.pipeline.consent says how each is
+--                 granted; absent consent is not granted). An integration's
+--                 consent_required setting overrides it. None declared: every
+--                 event is sent (Amperity: consent travels nested in the body).
+--   probe(cfg)    (optional) → ok, message: one live check against the vendor
+--                 (`signal check --live` runs it for every integration of the
+--                 type and prints the message; e.g. GA4 validates a sample
+--                 event). Nothing secret in the message.
 --   enrichment    (optional) an enrichment provider: { provider, fields,
 --                 enabled(cfg), run(ctx, pipeline, cfg, event) → info,
 --                 probe = attributes for script probes }. Its result lands in
@@ -48,12 +64,16 @@
 --   browser       (optional) { provider, enabled(ctx, cfg), read(redis,
 --                 org_id, canonical_id) }: the allow-listed slice GET
 --                 /v1/enrich?provider=… returns
---   sandbox       (optional) the module of its stand-in in `signal sandbox`
+--   sandbox       (optional) the module of its stand-in in `signal sandbox`:
+--                 { prefix | match(path), counters, load(fixture), handle(req),
+--                 kind(path), control }
 local M = {}
 
 -- type → module. Adding a destination is adding a line here.
 M.MODULES = {
   amperity = "signal.destinations.amperity",
+  ga4 = "signal.destinations.ga4",
+  meta_capi = "signal.destinations.meta_capi",
   webhook = "signal.destinations.webhook",
 }
 

@@ -8,6 +8,7 @@
 -- "config OK: N pipelines, M integrations" to stdout and returns 0.
 --
 --   os.exit(require("signal.dev.check").run("signal.conf.lua"))
+--   os.exit(require("signal.dev.check").live("signal.conf.lua"))  -- --live
 --
 -- signal.pipeline.blueprint is optional here (pcall(require)): until it exists, check
 -- covers the config only. A blueprint module that exists but fails to load
@@ -44,7 +45,8 @@ function M.problems(path, opts)
   if opts.config_only then return cfg, lines end
   local ok, blueprint = pcall(require, "signal.pipeline.blueprint")
   if ok and type(blueprint) == "table" and blueprint.load then
-    local called, lib_or_err, script_errors = pcall(blueprint.load, {
+    -- every destination's presets, and each script for the destination it names
+    local called, lib_or_err, script_errors = pcall(blueprint.load_all or blueprint.load, {
       presets_dir = opts.presets_dir or default_presets_dir(),
       scripts_dir = cfg and cfg.scripts_dir or nil,
     })
@@ -57,6 +59,39 @@ function M.problems(path, opts)
     lines[#lines + 1] = tostring(blueprint)
   end
   return cfg, lines
+end
+
+-- live(path[, opts]) → exit code: `signal check --live`. The config must be
+-- valid; then every integration whose destination declares probe(cfg) is
+-- checked against its vendor (or the sandbox its base_url names), one line
+-- each: "<pipeline> <integration> (<type>): ok|FAILED: <message>". Exit 1
+-- if any probe failed. Messages are scrubbed of every configured secret.
+function M.live(path, opts)
+  opts = opts or {}
+  local out, err = opts.stdout or io.stdout, opts.stderr or io.stderr
+  local cfg, lines = M.problems(path or "signal.conf.lua", { config_only = true })
+  for _, line in ipairs(lines) do err:write(line, "\n") end
+  if #lines > 0 or not cfg then return 1 end
+  local log = require "signal.observe.log"
+  for _, s in ipairs(config.secrets(cfg)) do log.add_secret(s) end
+  local destinations = require "signal.destinations"
+  local probed, failed = 0, 0
+  for _, p in ipairs(cfg.pipelines) do
+    for _, integ in ipairs(p.integrations or {}) do
+      local d = destinations.get(integ.type)
+      if d and d.probe then
+        probed = probed + 1
+        local called, ok, msg = pcall(d.probe, integ)
+        if not called then ok, msg = false, "probe failed: " .. tostring(ok) end
+        if not ok then failed = failed + 1 end
+        out:write(p.key, " ", integ.name, " (", integ.type, "): ", ok and "ok: " or "FAILED: ",
+                  log.scrub(tostring(msg)), "\n")
+      end
+    end
+  end
+  if probed == 0 then out:write("no integration has a live check (", table.concat(destinations.types(), ", "),
+                                ": none declares one for this config)\n") end
+  return failed > 0 and 1 or 0
 end
 
 -- run(path[, opts]) → exit code (0 ok, 1 problems). opts: presets_dir,

@@ -8,6 +8,8 @@ local M = {}
 local USAGE = [[
 usage: signal run [-c signal.conf.lua]      run the engine (also: signal -c FILE)
        signal check [-c signal.conf.lua]    validate config, presets and scripts
+       signal check --live [-c FILE]        ask each vendor that offers a live check (GA4's
+                                            validation server, Meta's token check) about this config
        signal sandbox [--listen 127.0.0.1:8091] [--profiles FILE]
                                             local stand-ins of the vendors (and a webhook receiver)
        signal dlq list|replay [-c FILE] [--pipeline K] [--integration I] [--limit N]
@@ -72,9 +74,15 @@ function M.main(args)
   end
 
   if cmd == "check" then
-    local opts, pos, err = parse(args, 2, { ["-c"] = "config", ["--config"] = "config" })
+    -- --live is a flag: taken out before the options that carry values
+    local rest, live = {}, false
+    for i, a in ipairs(args) do
+      if a == "--live" then live = true else rest[i - (live and 1 or 0)] = a end
+    end
+    local opts, pos, err = parse(rest, 2, { ["-c"] = "config", ["--config"] = "config" })
     if not opts then return fail(err) end
-    return require("signal.dev.check").run(opts.config or pos[1] or "signal.conf.lua")
+    local check = require "signal.dev.check"
+    return (live and check.live or check.run)(opts.config or pos[1] or "signal.conf.lua")
   end
 
   if cmd == "sandbox" then

@@ -2,8 +2,9 @@
 -- vendors Signal delivers to, for demos, specs and customers' dry runs.
 --
 -- Each destination that has a stand-in (signal.destinations: `sandbox`)
--- answers the requests under its path prefix the way its vendor does (e.g.
--- /prof/… or the webhook receiver's /hooks/…); this module
+-- answers the requests under its path prefix (or that its match(path)
+-- accepts) the way its vendor does (e.g. /prof/…, GA4's /mp/collect, Meta's
+-- /v21.0/{pixel}/events or the webhook receiver's /hooks/…); this module
 -- records every request so anyone can see exactly what Signal sent, injects
 -- faults and latency, and runs the control API under /_sandbox/.
 --
@@ -99,10 +100,16 @@ local function read_fixture(path)
   return t
 end
 
--- standin_for(path) → the stand-in whose prefix path starts with
+-- standin_for(path) → the stand-in that serves path: its match(path) says
+-- so (vendors whose paths share no prefix, e.g. /{version}/{pixel}/events),
+-- or path starts with its prefix
 local function standin_for(path)
   for _, sb in ipairs(standins) do
-    if sub(path, 1, #sb.prefix) == sb.prefix then return sb end
+    if sb.match then
+      if sb.match(path) then return sb end
+    elseif sub(path, 1, #sb.prefix) == sb.prefix then
+      return sb
+    end
   end
 end
 

@@ -11,7 +11,9 @@
 --            partner_attrs and the providers' flat fields (JSON; merged into
 --            `ev` on read)
 --   enrich   enrichment info per integration (JSON)    err  processing error
---   out:<integration>            { version, warnings, dropped } (JSON)
+--   out:<integration>            { version, warnings, dropped, skipped } (JSON;
+--            skipped: why the event was not sent there, e.g. "consent: needs
+--            analytics")
 --   p:<integration>              the payload JSON, byte for byte as POSTed
 --   req:<integration>:<attempt>:<ms>  one vendor request (ingest.record,
 --            JSON; its body is p:<integration>, not stored twice)
@@ -268,6 +270,7 @@ local function view(pk, id, flat, integrations)
       local o = decode(v)
       if type(o) == "table" then
         x.blueprint_version, x.warnings, x.dropped, x.error = o.version, o.warnings, o.dropped, o.error
+        x.skipped = o.skipped
       end
     elseif sub(k, 1, 2) == "p:" then
       local x = integ(sub(k, 3))
@@ -295,7 +298,7 @@ local function view(pk, id, flat, integrations)
       if (a.at or 0) ~= (b.at or 0) then return (a.at or 0) < (b.at or 0) end
       return (a.attempt or 0) < (b.attempt or 0)
     end)
-    if x.payload ~= nil or #x.requests > 0 or x.dropped then
+    if x.payload ~= nil or #x.requests > 0 or x.dropped or x.skipped then
       ev.integrations[#ev.integrations + 1] = x
     end
   end

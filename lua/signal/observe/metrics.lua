@@ -61,6 +61,10 @@ M.HELP = {
   signal_payloads_enqueued_total = "Payloads written to a delivery stream.",
   signal_payloads_dropped_total = "Events a blueprint mapped to nothing (default = drop or transform false).",
   signal_script_warnings_total = "Events whose mapping produced a script warning.",
+  signal_payloads_consent_blocked_total = "Events not sent to an integration because the visitor's consent"
+    .. " lacks a category it requires.",
+  signal_payload_corrections_total = "Changes a destination made to a payload to fit the vendor's limits"
+    .. " (truncated, renamed or dropped fields, timestamps not backdated), by kind.",
   signal_deliveries_total = "Vendor requests by outcome (HTTP status or error class).",
   signal_delivery_retries_total = "Payloads scheduled for a retry.",
   signal_dead_letters_total = "Payloads moved to a dead-letter stream.",

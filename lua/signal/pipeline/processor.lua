@@ -3,8 +3,10 @@
 -- Per worker, one reader task per pipeline consumes keys.raw(pk) with the
 -- consumer group keys.RAW_GROUP (signal.redis.consumer). For each entry:
 --   decode `ev` → identity stitch → enrichment by every provider of the
---   pipeline (signal.pipeline.enrich) → one payload per integration, mapped
---   by its destination's blueprint (signal.pipeline.blueprint) → XADDed to
+--   pipeline (signal.pipeline.enrich) → for each integration whose consent
+--   rule the event meets (signal.pipeline.consent; the others are counted
+--   and shown as skipped in live events), one payload mapped by its
+--   destination's blueprint (signal.pipeline.blueprint) → XADDed to
 --   keys.delivery(pk, name) → the live-event record → XACK + XDEL of the
 --   raw entry.
 -- The entries of one read are processed concurrently, one coroutine each
@@ -36,6 +38,7 @@ local queue = require "signal.redis.keys"
 local consumer = require "signal.redis.consumer"
 local destinations = require "signal.destinations"
 local enrich = require "signal.pipeline.enrich"
+local consent = require "signal.pipeline.consent"
 local log = require "signal.observe.log"
 local metrics = require "signal.observe.metrics"
 local reload = require "signal.pipeline.reload"
@@ -122,11 +125,20 @@ end
 -- latency metric.
 local function map_one(batch, it, ev, lib, mid, rms, record)
   local ps, version = batch.ps, lib.version
+  local skip = it.consent and consent.blocked(it.consent, ev)
+  if skip then
+    metrics.inc("signal_payloads_consent_blocked_total", it.labels, 1)
+    if record then
+      record[#record + 1] = "out:" .. it.name
+      record[#record + 1] = live.encode({ version = version, skipped = skip })
+    end
+    return nil
+  end
   local bp, berr = lib:get(it.type, it.preset, ps.pk)
-  local payload, warnings
+  local payload, warnings, ncorrected
   if bp then
     local mok
-    mok, payload, warnings = pcall(bp.map, bp, ev, it.cfg)
+    mok, payload, warnings, ncorrected = pcall(bp.map, bp, ev, it.cfg)
     if not mok then berr, payload, warnings = tostring(payload), nil, nil end
   end
   if berr then
@@ -137,7 +149,8 @@ local function map_one(batch, it, ev, lib, mid, rms, record)
     end
     return it.name .. ": mapping failed: " .. berr
   end
-  if warnings then warn_mapping(ps, it, warnings, mid) end
+  -- the destination's own corrections (counted by it) are not script warnings
+  if warnings and #warnings > (ncorrected or 0) then warn_mapping(ps, it, warnings, mid) end
   local pj, failed
   if payload ~= nil then
     local eok
@@ -372,9 +385,13 @@ function M.init(ctx)
     for _, integ in ipairs(p.integrations or {}) do
       local _, gerr = lib:get(integ.type, integ.preset, pk)
       if gerr then error("pipeline " .. pk .. ", integration " .. integ.name .. ": " .. gerr, 0) end
+      local dest = destinations.get(integ.type)
       its[#its + 1] = {
         cfg = integ, name = integ.name, type = integ.type, preset = integ.preset,
-        dest = destinations.get(integ.type),
+        dest = dest,
+        -- the integration's consent_required ({} = none) wins over the
+        -- destination's declared default
+        consent = consent.rule(integ.consent_required or (dest.consent and dest.consent.requires)),
         stream = queue.delivery(pk, integ.name),
         labels = metrics.labels({ pipeline = pk, integration = integ.name }),
         warned_at = -math.huge,

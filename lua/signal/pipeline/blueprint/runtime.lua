@@ -22,7 +22,8 @@
 --      order. Return a table (the new payload), nil (keep the payload) or
 --      false (drop the event).
 --   4. the destination's finish(event, payload, cfg): the fields it always
---      sends, which therefore no script can remove or forge.
+--      sends, which therefore no script can remove or forge, and the
+--      vendor's limits (its corrections are returned as warnings).
 -- The handler's `type` is written to the destination's type_target (e.g.
 -- a `type` field of the vendor's body) when it declares one.
 --
@@ -351,18 +352,28 @@ function Blueprint:apply(e, cfg)
   return p, warnings
 end
 
--- bp:map(event, cfg) → payload | nil, warnings | nil: the whole body, with
--- the destination's own fields (cfg is the pipeline's integration config).
+-- bp:map(event, cfg) → payload | nil, warnings | nil, corrections: the
+-- whole body, with the destination's own fields (cfg is the pipeline's
+-- integration config). finish may return one warning (a string) or the
+-- list of corrections it made to fit the vendor's limits; those end the
+-- warnings list, and `corrections` says how many of them there are (the
+-- destination counts them itself; they are not script warnings).
 function Blueprint:map(e, cfg)
   local p, warnings = self:apply(e, cfg)
   if p == nil then return nil, warnings end
   local finish = self.finish
+  local ncorr = 0
   if finish then
     local w
     p, w = finish(e, p, cfg)
-    if w then warnings = add_warning(warnings, w) end
+    if type(w) == "table" then
+      for i = 1, #w do warnings = add_warning(warnings, w[i]) end
+      ncorr = #w
+    elseif w then
+      warnings = add_warning(warnings, w)
+    end
   end
-  return p, warnings
+  return p, warnings, ncorr
 end
 
 -- new(fields) → a blueprint. fields: name, destination, version,
