@@ -184,7 +184,7 @@ local COMMON_FIELDS = {
     default_doc = "the destination's rule",
     description = "Consent categories an event needs to be sent to this integration (analytics,"
       .. " marketing = advertising, functional; {} sends every event). Default: the destination's own"
-      .. " rule (GA4 analytics, Meta marketing, Amperity and webhooks none)." },
+      .. " rule (each destination's page says which)." },
   { name = "rate_limit", type = "number", min = 0.001,
     description = "Maximum requests per second to this destination, shared by every node (default:"
       .. " delivery.rate_limit_per_tenant, else the destination's own rate)." },

@@ -5,11 +5,11 @@
 --   local why = consent.blocked(rule, event)     -- nil: send; else "consent: needs analytics"
 --
 -- A destination declares what it needs (`consent = { requires = { … } }` in
--- its declaration: GA4 needs analytics, Meta marketing); an integration's
--- `consent_required` setting overrides it, `{}` meaning "send regardless".
--- Amperity and the webhook declare nothing: they receive every event, with
--- the consent object nested in the payload, and the customer's own systems
--- decide. The processor asks before mapping; a blocked event is not queued
+-- its declaration, e.g. analytics for an analytics vendor, marketing for an
+-- ad platform); an integration's `consent_required` setting overrides it,
+-- `{}` meaning "send regardless". A destination that declares nothing
+-- receives every event, with the consent object nested in the payload, and
+-- the customer's own systems decide. The processor asks before mapping; a blocked event is not queued
 -- for that destination, is counted and shows in live events as skipped.
 --
 -- The event's consent is context.consent, verbatim as the page sent it
