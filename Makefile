@@ -14,9 +14,9 @@ LIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 # The standalone module resolves Lua symbols from the host luajit.
 MODLIBS  = $(shell pkg-config --libs libevent libevent_pthreads libcurl hiredis libcrypto zlib 2>/dev/null) -lpthread
 
-CORE_SRC = engine/l_core.c engine/l_crypto.c engine/l_event.c engine/l_http.c engine/l_redis.c \
-           engine/log.c engine/worker.c engine/server.c engine/ingest.c engine/bytes.c
-HDRS     = $(wildcard engine/*.h)
+CORE_SRC = engine/l_core.c engine/l_crypto.c engine/l_http.c engine/l_redis.c \
+           engine/log.c engine/worker.c engine/server.c engine/bytes.c $(wildcard engine/collect/*.c)
+HDRS     = $(wildcard engine/*.h engine/collect/*.h)
 
 all: bin/signal build/lua/signal/core.so
 
@@ -32,13 +32,17 @@ build/test_core: engine/tests/test_core.c $(CORE_SRC) $(HDRS)
 	@mkdir -p build
 	$(CC) $(CFLAGS) -Iengine -o $@ engine/tests/test_core.c $(CORE_SRC) $(LIBS)
 
+build/test_collect: engine/tests/test_collect.c $(CORE_SRC) $(HDRS)
+	@mkdir -p build
+	$(CC) $(CFLAGS) -Iengine -o $@ engine/tests/test_collect.c $(CORE_SRC) $(LIBS)
+
 deps:
 	@tools/deps.sh
 
-test: deps all build/test_core
+test: deps all build/test_core build/test_collect
 	@tools/test.sh
 
-check-memory: all build/test_core build/signal-asan
+check-memory: all build/test_core build/test_collect build/signal-asan
 	@tools/check-memory.sh
 
 run: deps all

@@ -21,8 +21,10 @@ cleanup() {
 trap cleanup EXIT
 P=$((18500 + RANDOM % 500)); RP=$((P + 1)); AP=$((P + 2))
 
-echo "== valgrind build/test_core"
-valgrind -q --error-exitcode=99 --leak-check=full build/test_core || fail=1
+for t in build/test_core build/test_collect; do
+  echo "== valgrind $t"
+  valgrind -q --error-exitcode=99 --leak-check=full $t || fail=1
+done
 
 echo "== ASan engine: primitives"
 bin/signal serve spec/fixtures/apps/upstream.lua --listen 127.0.0.1:$P 2>/dev/null & sleep 0.5

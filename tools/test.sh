@@ -26,9 +26,11 @@ passed=0; failed=0; skipped=0
 add() { passed=$((passed + $1)); failed=$((failed + $2)); }
 
 echo "== C unit tests"
-out=$(build/test_core 2>&1); echo "$out"
-line=$(echo "$out" | grep -E '^[0-9]+ passed, [0-9]+ failed' | tail -1)
-if [ -n "$line" ]; then add "$(echo "$line" | awk '{print $1}')" "$(echo "$line" | awk '{print $3}')"; else add 0 1; fi
+for t in build/test_core build/test_collect; do
+  out=$($t 2>&1); echo "$t: $out"
+  line=$(echo "$out" | grep -E '^[0-9]+ passed, [0-9]+ failed' | tail -1)
+  if [ -n "$line" ]; then add "$(echo "$line" | awk '{print $1}')" "$(echo "$line" | awk '{print $3}')"; else add 0 1; fi
+done
 
 echo "== busted specs"
 busted --output=utfTerminal "$@" 2>&1 | tee "$VAR/busted.out"

@@ -1,6 +1,5 @@
 -- signal/identity_hub.lua — GET /v1/enrich?provider=amperity: the browser's
--- read of its own allow-listed profile slice (seed: "Browser
--- personalization"; DESIGN §2).
+-- read of its own allow-listed profile slice (docs/browser.md).
 --
 -- datafly.js calls it on init with credentials, so the visitor's `_dfdid`
 -- cookie names the visitor. The answer is the one Redis string the
@@ -13,12 +12,14 @@
 -- cookie (the collector does) and never calls Amperity.
 --
 -- Feature gate: off (404) unless IDENTITY_HUB_ORG_ID or identity_hub.org_id
--- is set — the seed's troubleshooting row, so the message says so.
+-- is set, and the message says so (a common setup mistake).
 --
--- CORS (signal.cors): the page is on the pipeline's site and this endpoint on
--- Signal's host, and the request carries the cookie, so the answer names the
--- exact Origin with credentials, for any origin of any pipeline (the request
--- has no pipeline key).
+-- The cookie and CORS are the collector's rules (engine/collect, through
+-- signal.identity and signal.cors): the cookie is read, never minted; the
+-- page is on the pipeline's site and this endpoint on Signal's host, and the
+-- request carries the cookie, so the answer names the exact Origin with
+-- credentials, for any origin of any pipeline (the request has no pipeline
+-- key).
 local http = require "signal.http"
 local log = require "signal.log"
 local cors = require "signal.cors"
