@@ -286,10 +286,7 @@ static int l_linking_keys(lua_State *L)
     memset(&in, 0, sizeof in);
     in.has_canonical_id = cid >= 0 && j->node[cid].type != SG_J_NULL;
     in.identify = type >= 0 && j->node[type].vlen == 10 && memcmp(j->s + j->node[type].val, "\"identify\"", 10) == 0;
-    if (uid >= 0 && j->node[uid].type == SG_J_STR) {
-        in.user_id = j->s + j->node[uid].val + 1;
-        in.user_id_len = j->node[uid].vlen - 2;
-    }
+    in.user_id_node = uid;                 /* decoded, or a number as present() takes it */
     in.traits = (sg_obj_view){ j, traits >= 0 && j->node[traits].type == SG_J_OBJ ? traits : -1, NULL, 0 };
     in.context_traits = (sg_obj_view){ j, ct >= 0 && j->node[ct].type == SG_J_OBJ ? ct : -1, NULL, 0 };
     in.properties = (sg_obj_view){ j, props >= 0 && j->node[props].type == SG_J_OBJ ? props : -1, NULL, 0 };

@@ -885,6 +885,7 @@ static void link_keys(job_t *jb, int merged)
     in.identify = is_type(jb, "identify");
     in.user_id = jb->id[0].s;
     in.user_id_len = jb->id[0].n;
+    in.user_id_node = -1;
     in.traits = (sg_obj_view){ j, -1, NULL, 0 };
     in.context_traits = (sg_obj_view){ j, jb->ctx_traits, NULL, 0 };
     in.properties = (sg_obj_view){ j, props && props->type == SG_J_OBJ ? (int32_t)(props - j->node) : -1, NULL, 0 };

@@ -80,6 +80,7 @@ typedef struct {
     int has_canonical_id;
     int identify;
     const char *user_id; size_t user_id_len;   /* the event's user_id, NULL: none */
+    int32_t user_id_node;                      /* or, given as a number, its node (-1: none) */
     sg_obj_view traits, context_traits, properties;
 } sg_link_in;
 

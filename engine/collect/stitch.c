@@ -99,8 +99,9 @@ void sg_linking_keys(const sg_link_in *in, sg_bytes *aux, sg_norm_result *r)
         if (!has_email) has_email = present_node(j, email[2], aux, &off[SG_LINK_EMAIL], &len[SG_LINK_EMAIL]);
         if (!has_phone) has_phone = present_node(j, phone[2], aux, &off[SG_LINK_PHONE], &len[SG_LINK_PHONE]);
     }
-    int has_uid = in->user_id && present_str(in->user_id, in->user_id_len, aux, &off[SG_LINK_USER_ID],
-                                             &len[SG_LINK_USER_ID]);
+    int has_uid = in->user_id ? present_str(in->user_id, in->user_id_len, aux, &off[SG_LINK_USER_ID],
+                                            &len[SG_LINK_USER_ID])
+                              : present_node(j, in->user_id_node, aux, &off[SG_LINK_USER_ID], &len[SG_LINK_USER_ID]);
     if (!has_uid) has_uid = first_present(j, uid, 4, aux, &off[SG_LINK_USER_ID], &len[SG_LINK_USER_ID]);
     if (!has_email) len[SG_LINK_EMAIL] = 0;
     if (!has_phone) len[SG_LINK_PHONE] = 0;
