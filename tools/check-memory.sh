@@ -3,8 +3,8 @@
 # valgrind, then the AddressSanitizer/LeakSanitizer build of the engine
 # driven through its primitives (HTTP client, 300 concurrent requests, Redis
 # stall timeouts, Redis reconnect) and as a server under load, stopped with SIGTERM, then
-# running the HTTP server, collector and C lane specs (SIGNAL_BIN), and the
-# C lane under load stopped with SIGTERM. Any sanitizer report fails the run.
+# running the HTTP server and collector specs (SIGNAL_BIN), and the collector
+# under load stopped with SIGTERM. Any sanitizer report fails the run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd); TMP=$(mktemp -d)
@@ -54,14 +54,14 @@ redis-server --port $((P + 3)) --save '' --appendonly no --daemonize yes --dir "
 if SIGNAL_BIN=$ROOT/build/signal-asan SIGNAL_ROOT=$ROOT SIGNAL_TEST_TMP=$TMP/spec \
    SIGNAL_TEST_REDIS=redis://127.0.0.1:$((P + 3))/0 \
    busted -o utfTerminal spec/02-integration/03-http_server_spec.lua spec/02-integration/10-collector_spec.lua \
-   spec/02-integration/13-ingest_lane_spec.lua \
+   spec/02-integration/12-identity_cors_spec.lua spec/02-integration/13-ingest_lane_spec.lua \
    >"$TMP/busted.out" 2>&1; then
   echo "ok: $(grep -aE '[0-9]+ success' "$TMP/busted.out" | tail -1)"
 else
   grep -av '^●*$' "$TMP/busted.out" | tail -40; fail=1
 fi
 
-echo "== ASan engine: collector C lane under load, SIGTERM with requests in flight"
+echo "== ASan engine: collector under load, SIGTERM with requests in flight"
 LP=$((P + 4))
 printf 'return { listen = "127.0.0.1:%s", workers = 1, redis = "redis://127.0.0.1:%s/1",\n  pipelines = { { key = "dk_asan", origins = { "https://www.example.com" } } } }\n' \
   "$LP" "$((P + 3))" >"$TMP/lane.conf.lua"
@@ -74,8 +74,8 @@ sleep 1.5
 kill -TERM $LPID; wait $LPID; wait $WPID
 N=$(awk '/requests in/ { print $1 }' "$TMP/lane.wrk")
 if grep -q "Sanitizer" "$TMP/lane.log"; then cat "$TMP/lane.log"; fail=1
-elif [ "${N:-0}" -lt 100 ]; then cat "$TMP/lane.wrk" "$TMP/lane.log"; echo "the lane served too little load"; fail=1
-else echo "ok: lane load + SIGTERM ($N requests)"; fi
+elif [ "${N:-0}" -lt 100 ]; then cat "$TMP/lane.wrk" "$TMP/lane.log"; echo "the collector served too little load"; fail=1
+else echo "ok: collector load + SIGTERM ($N requests)"; fi
 redis-cli -p $((P + 3)) shutdown nosave >/dev/null 2>&1
 
 [ $fail -eq 0 ] && echo "check-memory: clean" || echo "check-memory: FAILED"
