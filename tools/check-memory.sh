@@ -49,7 +49,7 @@ wrk -t1 -c20 -d2s "http://127.0.0.1:$AP/hello" >/dev/null
 kill -TERM $APID; wait $APID
 if grep -q "Sanitizer" "$TMP/serve.log"; then cat "$TMP/serve.log"; fail=1; else echo "ok: serve + SIGTERM"; fi
 
-echo "== ASan engine: HTTP server and collector specs (raw sockets, fast path, group commit)"
+echo "== ASan engine: HTTP server and collector specs (raw sockets, the collector, group commit)"
 redis-server --port $((P + 3)) --save '' --appendonly no --daemonize yes --dir "$TMP" >/dev/null; sleep 0.2
 if SIGNAL_BIN=$ROOT/build/signal-asan SIGNAL_ROOT=$ROOT SIGNAL_TEST_TMP=$TMP/spec \
    SIGNAL_TEST_REDIS=redis://127.0.0.1:$((P + 3))/0 \
