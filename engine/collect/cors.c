@@ -60,17 +60,21 @@ static int in_set(const sg_origins *s, const char *o, size_t n)
     return 0;
 }
 
+size_t sg_origin_canonical(const char *o, size_t n, char *low)
+{
+    for (size_t i = 0; i < n; i++) low[i] = (char)(o[i] >= 'A' && o[i] <= 'Z' ? o[i] + 32 : o[i]);
+    if (n >= 12 && memcmp(low, "https://", 8) == 0 && memcmp(low + n - 4, ":443", 4) == 0) n -= 4;
+    else if (n >= 10 && memcmp(low, "http://", 7) == 0 && memcmp(low + n - 3, ":80", 3) == 0) n -= 3;
+    return n;
+}
+
 int sg_cors_allowed(const sg_origins *s, const char *o, size_t n)
 {
     if (!s || !o) return 0;
     if (in_set(s, o, n)) return 1;
-    /* the canonical form: lower case, no :443 on https, no :80 on http */
     char low[256];
     if (n >= sizeof low) return 0;
-    for (size_t i = 0; i < n; i++) low[i] = (char)(o[i] >= 'A' && o[i] <= 'Z' ? o[i] + 32 : o[i]);
-    if (n >= 12 && memcmp(low, "https://", 8) == 0 && memcmp(low + n - 4, ":443", 4) == 0) n -= 4;
-    else if (n >= 10 && memcmp(low, "http://", 7) == 0 && memcmp(low + n - 3, ":80", 3) == 0) n -= 3;
-    return in_set(s, low, n);
+    return in_set(s, low, sg_origin_canonical(o, n, low));
 }
 
 static int key_char(char c)

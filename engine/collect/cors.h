@@ -27,6 +27,10 @@ typedef struct {
 int sg_origins_add(sg_origins *s, const char *o, size_t n);
 void sg_origins_free(sg_origins *s);
 
+/* o in the canonical form: lower case, no :443 on https, no :80 on http.
+ * Writes it to out (room for n bytes); returns its length. */
+size_t sg_origin_canonical(const char *o, size_t n, char *out);
+
 /* Whether the Origin header value o is in s (s NULL: no set, never). */
 int sg_cors_allowed(const sg_origins *s, const char *o, size_t n);
 

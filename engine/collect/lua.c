@@ -541,6 +541,20 @@ static int cors_preflight(lua_State *L)
     return push_cors(L, 5, o, on, sg_cors_allowed(set, o, on), 1);
 }
 
+/* core.collect.canonical_origin(o) → o as origins are compared (config.lua
+ * stores the configured ones that way) */
+static int l_canonical_origin(lua_State *L)
+{
+    size_t n;
+    const char *o = luaL_checklstring(L, 1, &n);
+    char buf[256];
+    char *out = n <= sizeof buf ? buf : malloc(n);
+    if (!out) return luaL_error(L, "canonical_origin: out of memory");
+    lua_pushlstring(L, out, sg_origin_canonical(o, n, out));
+    if (out != buf) free(out);
+    return 1;
+}
+
 /* ---- the module ---------------------------------------------------------------- */
 
 static void metatable(lua_State *L, const char *name, lua_CFunction gc, const luaL_Reg *methods)
@@ -587,6 +601,7 @@ void sg_open_event(lua_State *L)
         { "linking_keys", l_linking_keys }, { "read_cookie", l_read_cookie }, { "visitor_id", l_visitor_id },
         { "set_cookie", l_set_cookie }, { "parse_ip", l_parse_ip }, { "proxies", l_proxies },
         { "basic_user", l_basic_user }, { "b64decode", l_b64decode }, { "cors", l_cors },
+        { "canonical_origin", l_canonical_origin },
         { NULL, NULL },
     };
     metatable(L, PROXIES_MT, proxies_gc, proxies);
