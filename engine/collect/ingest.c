@@ -102,8 +102,10 @@ static int read_headers(lane_t *l, request *rq)
     }
     for (int k = 0; k < H_COUNT; k++) need += count[k] > 1 ? total[k] : 0;
     sg_bytes_reset(&l->hdrs);
-    /* room for the joined values and the Basic username: no pointer moves */
-    if (sg_bytes_reserve(&l->hdrs, need + rq->n[H_AUTH] + 1) != 0) return -1;
+    /* room for the joined values and the Basic username (no longer than
+     * the header it is decoded from): no pointer moves */
+    size_t auth = count[H_AUTH] > 1 ? total[H_AUTH] : rq->n[H_AUTH];
+    if (sg_bytes_reserve(&l->hdrs, need + auth + 1) != 0) return -1;
     for (int k = 0; k < H_COUNT; k++) {
         if (count[k] < 2) continue;
         size_t start = l->hdrs.len;
@@ -161,7 +163,7 @@ static void reply_internal(lane_t *l, struct sg_conn *c, const request *rq)
 {
     static const char BODY[] = "{\"error\":{\"code\":\"INTERNAL\",\"message\":\"internal error\"}}";
     server_reply_raw(c, 500, SG_JSON_HEADER, sizeof SG_JSON_HEADER - 1, BODY, sizeof BODY - 1);
-    sg_collect_observe(l, rq->route, rq->method, rq->t0);
+    if (rq->method >= 0) sg_collect_observe(l, rq->route, rq->method, rq->t0);
 }
 
 static int reason_index(const char *reason)

@@ -172,10 +172,12 @@ static void key_of(sg_norm *ws, const sg_json *j, uint32_t c, member *m, int con
     m->dead = 0;
     if (m->esc) {
         char *d = arena_take(ws, kn);
-        if (!d) kn = 0;
-        else kn = sg_json_unescape(k, kn, d);
-        ws->arena.len -= n->klen - kn;
-        k = d ? d : k;
+        if (d) {                               /* (else ws->oom: the message fails) */
+            size_t dn = sg_json_unescape(k, kn, d);
+            ws->arena.len -= kn - dn;
+            k = d;
+            kn = dn;
+        }
     }
     m->dk = k;
     m->dklen = (uint32_t)kn;
