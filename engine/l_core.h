@@ -56,7 +56,7 @@ static inline size_t sg_put_uint(char *p, size_t n)
 }
 
 /* ---- engine/l_redis.c: a core.redis connection for C callers (the
- * collector's C lane) */
+ * collector, engine/collect/) */
 struct redisAsyncContext;
 typedef struct redis_conn redis_conn;
 redis_conn **sg_redis_checkconn(lua_State *L, int idx);
@@ -71,7 +71,7 @@ void sg_redis_lite(redis_conn *c);
 
 /* ---- engine/l_crypto.c: OS random bytes (getrandom), handed out from a
  * pool, each byte once; core.random_hex/core.uuid keep one per lua_State,
- * the collector's C lane its own. */
+ * the collector its own. */
 #define SG_RAND_POOL 4096
 typedef struct {
     size_t used;                       /* bytes handed out; SG_RAND_POOL: empty */
