@@ -158,8 +158,9 @@ static int32_t shape(sg_convert *cv, const sg_convert_in *in)
     }
     cv->pipeline = in->header;
     if (!cv->pipeline && body_pipeline(cv, in) != 0) return -1;
+    if (in->kind == SG_ROUTE_SINGLE) return 0;
     int32_t list = sg_json_member(j, 0, "batch", 5);
-    if (in->kind == SG_ROUTE_SINGLE || (in->kind == SG_ROUTE_EVENTS && list < 0)) return 0;
+    if (in->kind == SG_ROUTE_EVENTS && list < 0) return 0;
     const sg_jnode *l = list < 0 ? NULL : &j->node[list];
     if (!l || !(l->type == SG_J_ARR || (l->type == SG_J_OBJ && l->count == 0))) {
         REFUSE(cv, 400, "INVALID_BATCH", "invalid_batch", 1, "\"batch\" must be an array of messages");

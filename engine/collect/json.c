@@ -143,8 +143,14 @@ static const char *scan_escape(const char *p, const char *e, const char **err)
     }
 }
 
+#if defined(__GNUC__)
+#define HOT inline __attribute__((always_inline))
+#else
+#define HOT inline
+#endif
+
 /* A string token: t->at at its opening quote. */
-static void scan_string(parser *ps, token *t)
+static HOT void scan_string(parser *ps, token *t)
 {
     const char *p = t->at + 1, *e = ps->e;
     t->type = T_STRING;
@@ -247,7 +253,7 @@ static void literal(parser *ps, token *t, const char *word, size_t n, int type, 
 }
 
 /* cjson's json_next_token: whitespace is ' ', '\t', '\r' and '\n' only */
-static void next_token(parser *ps, token *t)
+static HOT void next_token(parser *ps, token *t)
 {
     const char *p = ps->p, *e = ps->e;
     while (p < e && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
@@ -362,23 +368,30 @@ static int member_key_eq(const parser *ps, const struct sg_jmember *a, const str
     return eq;
 }
 
-/* The flags of the object whose members are stack[base …]: INF only from
- * the members a decoder keeps (1e999 under a key sent again later is gone).
- * Only an object holding ±inf pays for the comparisons. */
-static int object_flags(parser *ps, uint32_t base)
+/* An object's INF flag, from the members pushed at stack[base …] — those
+ * from its first ±inf value on: only a later key can take that value's
+ * place — counting only the members a decoder keeps (1e999 under a key sent
+ * again later is gone). */
+static int object_inf(parser *ps, uint32_t base)
 {
     const struct sg_jmember *m = ps->j->stack + base;
     uint32_t n = ps->j->nstack - base;
-    int flags = 0, inf = 0;
-    for (uint32_t i = 0; i < n; i++) flags |= m[i].flags;
-    if (!(flags & SG_JF_INF)) return flags;
-    for (uint32_t i = 0; i < n && !inf; i++) {
+    for (uint32_t i = 0; i < n; i++) {
         if (!(m[i].flags & SG_JF_INF)) continue;
         int kept = 1;
         for (uint32_t k = i + 1; k < n && kept; k++) kept = !member_key_eq(ps, &m[i], &m[k]);
-        inf = kept;
+        if (kept) return SG_JF_INF;
     }
-    return (flags & ~SG_JF_INF) | (inf ? SG_JF_INF : 0);
+    return 0;
+}
+
+/* After a value or a key: the expected byte right there (compact JSON, the
+ * common case) is taken without a token; anything else goes the token way,
+ * which is cjson's. */
+static inline int take(parser *ps, char c)
+{
+    if (ps->p < ps->e && *ps->p == c) { ps->p++; return 1; }
+    return 0;
 }
 
 /* An object's members after its '{' → its subtree's flags, or -1.
@@ -387,25 +400,37 @@ static int parse_object(parser *ps, int indexed, uint32_t *count)
 {
     token t, key;
     uint32_t base = ps->j->nstack;
+    int flags = 0, pushing = 0;
     next_token(ps, &t);
     if (t.type == T_OBJ_END) return 0;
     for (;;) {
         if (t.type != T_STRING) return fail(ps, "object key string", &t);
         key = t;
-        next_token(ps, &t);
-        if (t.type != T_COLON) return fail(ps, "colon", &t);
+        if (!take(ps, ':')) {
+            next_token(ps, &t);
+            if (t.type != T_COLON) return fail(ps, "colon", &t);
+        }
         next_token(ps, &t);
         int32_t c = -1;
         if (indexed && (c = child(ps, &key)) < 0) return -1;
         int f = parse_value(ps, &t, c);
-        if (f < 0 || push_member(ps, &key, f) != 0) return -1;
+        if (f < 0) return -1;
+        flags |= f;
+        pushing |= f & SG_JF_INF;
+        if (pushing && push_member(ps, &key, f) != 0) return -1;
         (*count)++;
-        next_token(ps, &t);
-        if (t.type == T_OBJ_END) break;
-        if (t.type != T_COMMA) return fail(ps, "comma or object end", &t);
+        if (take(ps, ',')) {
+            /* the next key */
+        } else if (take(ps, '}')) {
+            break;
+        } else {
+            next_token(ps, &t);
+            if (t.type == T_OBJ_END) break;
+            if (t.type != T_COMMA) return fail(ps, "comma or object end", &t);
+        }
         next_token(ps, &t);
     }
-    int flags = object_flags(ps, base);
+    if (pushing) flags = (flags & ~SG_JF_INF) | object_inf(ps, base);
     ps->j->nstack = base;
     return flags;
 }
@@ -423,9 +448,15 @@ static int parse_array(parser *ps, int indexed, uint32_t *count)
         if (f < 0) return -1;
         flags |= f;
         (*count)++;
-        next_token(ps, &t);
-        if (t.type == T_ARR_END) return flags;
-        if (t.type != T_COMMA) return fail(ps, "comma or array end", &t);
+        if (take(ps, ',')) {
+            /* the next element */
+        } else if (take(ps, ']')) {
+            return flags;
+        } else {
+            next_token(ps, &t);
+            if (t.type == T_ARR_END) return flags;
+            if (t.type != T_COMMA) return fail(ps, "comma or array end", &t);
+        }
         next_token(ps, &t);
     }
 }

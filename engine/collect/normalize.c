@@ -215,12 +215,42 @@ static uint32_t hash(const char *s, size_t n)
     return h;
 }
 
+/* the put() rule for member i against the earlier member o holding the
+ * same converted key: 1 when i takes its place */
+static int replaces(const member *o, const member *i)
+{
+    int same = o->dklen == i->dklen && memcmp(o->dk, i->dk, o->dklen) == 0;
+    return same || i->camel;
+}
+
+/* resolve() for a few members (most objects): a fingerprint per converted
+ * key (its length, first and last byte) screens the comparisons */
+static void resolve_few(member *m, size_t n)
+{
+    uint32_t fp[64];
+    for (size_t i = 0; i < n; i++) {
+        if (m[i].dead) continue;
+        m[i].win = 1;
+        const member *x = &m[i];
+        fp[i] = x->sklen ? (uint32_t)x->sklen << 16 | (uint32_t)(unsigned char)x->sk[0] << 8 |
+                           (unsigned char)x->sk[x->sklen - 1] : 0;
+        for (size_t k = 0; k < i; k++) {
+            member *o = &m[k];
+            if (!o->win || fp[k] != fp[i] || o->sklen != x->sklen || memcmp(o->sk, x->sk, x->sklen) != 0) continue;
+            if (replaces(o, x)) o->win = 0;
+            else m[i].win = 0;
+            break;
+        }
+    }
+}
+
 /* event.lua's put() over members [first, first + n): one winner per
  * converted key. The same key again: the last wins (the decoder keeps the
  * last). Another spelling of it: a converted one (userId) wins over the
  * snake_case one (user_id). Sets m->win. */
 static int resolve(sg_norm *ws, size_t first, size_t n)
 {
+    if (n <= 64) { resolve_few(ws->m + first, n); return 0; }
     size_t cap = 16;
     while (cap < 2 * n) cap *= 2;
     if (cap > ws->tcap) {
@@ -239,8 +269,7 @@ static int resolve(sg_norm *ws, size_t first, size_t n)
             if (t[h] < 0) { t[h] = (int32_t)i; break; }
             member *o = &m[t[h]];
             if (o->sklen != m[i].sklen || memcmp(o->sk, m[i].sk, o->sklen) != 0) continue;
-            int same = o->dklen == m[i].dklen && memcmp(o->dk, m[i].dk, o->dklen) == 0;
-            if (same || m[i].camel) { o->win = 0; t[h] = (int32_t)i; }
+            if (replaces(o, &m[i])) { o->win = 0; t[h] = (int32_t)i; }
             else m[i].win = 0;
             break;
         }
@@ -444,19 +473,22 @@ int sg_parse_iso8601(const char *s, size_t n, double *t)
     if (mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || se > 60) return 0;
     int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     if (d > MDAYS[mo - 1] && !(mo == 2 && d == 29 && leap)) return 0;
-    size_t i = 19;
-    double frac = 0;
+    size_t i = 19, f = 0;
     if (s[i] == '.') {
-        size_t f = ++i;
+        f = ++i;
         while (i < n && IS_DIGIT(s[i])) i++;
         if (i == f || i - f > 9) return 0;
+    }
+    long off;
+    if (!zone(s + i, n - i, &off)) return 0;
+    if (!t) return 1;                          /* validity only */
+    double frac = 0;
+    if (f) {
         char buf[16] = "0.";
         memcpy(buf + 2, s + f, i - f);
         buf[2 + i - f] = '\0';
         frac = strtod(buf, NULL);
     }
-    long off;
-    if (!zone(s + i, n - i, &off)) return 0;
     *t = (double)days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + se + frac - (double)off;
     return 1;
 }
@@ -599,6 +631,7 @@ static void check_ids(job_t *jb)
     if (is_type(jb, "alias") && !jb->id[3].s) reason(jb->ws, "previousId: is required for alias events");
 }
 
+/* t: its value, when the skew rule needs it (NULL: only whether it is valid) */
 static void check_time(job_t *jb, const sg_jnode *n, const char *wire, double *t)
 {
     if (!n) return;
@@ -625,10 +658,11 @@ static void validate(job_t *jb)
     const sg_jnode *sent = field_node(jb, F_SENT_AT);
     jb->sent_node = jb->win[F_SENT_AT] >= 0 ? (int32_t)jb->ws->m[jb->win[F_SENT_AT]].node : jb->ctx->sent_at;
     if (!sent && jb->sent_node >= 0) sent = &jb->j->node[jb->sent_node];
-    double t_timestamp;
-    check_time(jb, field_node(jb, F_TIMESTAMP), "timestamp", &t_timestamp);
-    check_time(jb, sent, "sentAt", &jb->t_sent);
-    check_time(jb, field_node(jb, F_ORIGINAL_TIMESTAMP), "originalTimestamp", &jb->t_orig);
+    /* the skew rule: no timestamp, an originalTimestamp and a sentAt */
+    int skew = jb->win[F_TIMESTAMP] < 0 && jb->win[F_ORIGINAL_TIMESTAMP] >= 0 && sent;
+    check_time(jb, field_node(jb, F_TIMESTAMP), "timestamp", NULL);
+    check_time(jb, sent, "sentAt", skew ? &jb->t_sent : NULL);
+    check_time(jb, field_node(jb, F_ORIGINAL_TIMESTAMP), "originalTimestamp", skew ? &jb->t_orig : NULL);
     const sg_jnode *props = field_node(jb, F_PROPERTIES), *traits = field_node(jb, F_TRAITS);
     if (props && !is_table(props)) reason(jb->ws, "properties: must be an object");
     if (traits && !is_table(traits)) reason(jb->ws, "traits: must be an object");
@@ -643,11 +677,17 @@ static void validate(job_t *jb)
 }
 
 /* collector.lua client_message_id: the sender chose the id when messageId
- * (else message_id) is a non-empty string or a number */
+ * (else message_id) is a non-empty string or a number. The message's
+ * members, decoded, are at hand: the last of each key is its value. */
 static int client_message_id(const job_t *jb)
 {
-    int32_t c = sg_json_member(jb->j, jb->msg, "messageId", 9);
-    if (c < 0 || jb->j->node[c].type == SG_J_NULL) c = sg_json_member(jb->j, jb->msg, "message_id", 10);
+    int32_t camel = -1, snake = -1;
+    for (size_t i = jb->top; i < jb->top + jb->ntop; i++) {
+        const member *m = &jb->ws->m[i];
+        if (NAME_IS(m->dk, m->dklen, "messageId")) camel = (int32_t)m->node;
+        else if (NAME_IS(m->dk, m->dklen, "message_id")) snake = (int32_t)m->node;
+    }
+    int32_t c = camel >= 0 && jb->j->node[camel].type != SG_J_NULL ? camel : snake;
     if (c < 0) return 0;
     const sg_jnode *n = &jb->j->node[c];
     return (n->type == SG_J_STR && n->vlen > 2) || n->type == SG_J_NUM;
@@ -657,16 +697,23 @@ static int client_message_id(const job_t *jb)
 
 static void put_key(sg_bytes *o, int *first, const char *k, size_t n, int esc)
 {
-    if (!*first) sg_bytes_putc(o, ',');
-    *first = 0;
     if (esc) {
+        if (!*first) sg_bytes_putc(o, ',');
+        *first = 0;
         sg_json_put_string(o, k, n);
-    } else {
-        sg_bytes_putc(o, '"');
-        sg_bytes_put(o, k, n);
-        sg_bytes_putc(o, '"');
+        sg_bytes_putc(o, ':');
+        return;
     }
-    sg_bytes_putc(o, ':');
+    if (sg_bytes_reserve(o, n + 4) != 0) return;
+    char *d = o->data + o->len;
+    if (!*first) *d++ = ',';
+    *first = 0;
+    *d++ = '"';
+    memcpy(d, k, n);
+    d += n;
+    *d++ = '"';
+    *d++ = ':';
+    o->len = (size_t)(d - o->data);
 }
 
 #define PUT_KEY(jb, first, lit) put_key((jb)->out, (first), lit, sizeof(lit) - 1, 0)
