@@ -1,4 +1,4 @@
--- bench/pipeline/run.lua — pipeline throughput without network (issue #4):
+-- bench/pipeline/run.lua — pipeline throughput without network:
 -- normalize (the collector's C conversion) → decode → blueprint map (retail
 -- preset + the example customer script) → encode, per core, beside a bare cjson decode+encode of the same
 -- 1.1 KB datafly.js event in the same run. Target: ≥ 40 % of the bare trip.
