@@ -20,3 +20,4 @@ files["bench/**/*_wrk.lua"] = { globals = { "wrk", "request", "response", "done"
 -- broken on purpose: the specs check how their errors are reported
 exclude_files = { "var/", "node_modules/", "build/", "spec/fixtures/scripts/broken_syntax/02_broken.lua",
                   "spec/fixtures/configs/syntax_error*.conf.lua" }
+files["tools/collect-diff.lua"] = { max_line_length = false }

@@ -15,9 +15,10 @@ LIBS     = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 # The standalone module resolves Lua symbols from the host luajit.
 MODLIBS  = $(shell pkg-config --libs libevent libevent_pthreads libcurl hiredis libcrypto zlib 2>/dev/null) -lpthread
 
-CORE_SRC = engine/l_core.c engine/l_buf.c engine/l_crypto.c engine/l_event.c engine/l_http.c engine/l_redis.c \
-           engine/log.c engine/worker.c engine/server.c engine/http_parse.c engine/ingest.c engine/bytes.c
-HDRS     = $(wildcard engine/*.h)
+CORE_SRC = engine/l_core.c engine/l_buf.c engine/l_crypto.c engine/l_http.c engine/l_redis.c \
+           engine/log.c engine/worker.c engine/server.c engine/http_parse.c engine/bytes.c \
+           $(wildcard engine/collect/*.c)
+HDRS     = $(wildcard engine/*.h engine/collect/*.h)
 
 all: bin/signal build/lua/signal/core.so
 
@@ -38,10 +39,14 @@ build/test_http_parse: engine/tests/test_http_parse.c engine/http_parse.c engine
 	@mkdir -p build
 	$(CC) $(CFLAGS) -Iengine -o $@ engine/tests/test_http_parse.c engine/http_parse.c
 
+build/test_collect: engine/tests/test_collect.c $(CORE_SRC) $(HDRS)
+	@mkdir -p build
+	$(CC) $(CFLAGS) -Iengine -o $@ engine/tests/test_collect.c $(CORE_SRC) $(LIBS)
+
 deps:
 	@tools/deps.sh
 
-C_TESTS  = build/test_core build/test_http_parse
+C_TESTS  = build/test_core build/test_http_parse build/test_collect
 
 lint: deps
 	@luacheck --no-color -q .

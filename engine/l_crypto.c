@@ -1,6 +1,6 @@
 /*
  * l_crypto.c — hashing and secure random ids for Lua (and, through
- * sg_random_bytes/sg_uuid4/sg_hex in l_crypto.h, for the collector's C lane).
+ * sg_random_bytes/sg_uuid4/sg_hex in l_crypto.h, for the collector, engine/collect/).
  *
  * sha256_hex backs linking-key hashing (email_sha256, phone_sha256) and the
  * cache keys that must never hold PII in clear; hmac_sha256_hex signs
@@ -10,7 +10,7 @@
  * (getrandom), not rand(). The collector mints a cookie on every first
  * visit, and one getrandom() per id (or OpenSSL's RAND_bytes, slower still
  * per call) was a visible share of a request: each lua_State keeps a 4 KB
- * pool of OS random bytes (an upvalue, so no C global; the C lane keeps its
+ * pool of OS random bytes (an upvalue, so no C global; the collector keeps its
  * own) and hands every byte out once.
  */
 #include "l_crypto.h"

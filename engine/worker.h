@@ -66,7 +66,7 @@ struct worker {
     struct event_base *base;
     lua_State *L;
     struct sg_server *server;          /* server.c */
-    struct sg_ingest *ingest;          /* ingest.c: the collector's C lane, or NULL */
+    struct sg_ingest *ingest;          /* engine/collect/: the collector, or NULL */
     http_state *hs;                    /* curl multi, owned by l_http.c */
 
     sg_op *ready_head, *ready_tail;

@@ -213,7 +213,7 @@ end
 
 -- Writes cfg (a Lua table) as a config file and starts `signal run` on it.
 -- cfg.listen and cfg.redis are filled in when absent; opts.env adds
--- environment variables (e.g. SIGNAL_INGEST_LANE = "off").
+-- environment variables (e.g. SIGNAL_LOG_LEVEL = "debug").
 function H.engine(cfg, opts)
   opts = opts or {}
   cfg.listen = cfg.listen or ("127.0.0.1:" .. H.free_port())

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # tools/check-memory.sh — `make check-memory`: the C unit tests (test_core,
-# test_http_parse) under valgrind, then the AddressSanitizer/LeakSanitizer build of the engine
+# test_http_parse, test_collect) under valgrind, then the
+# AddressSanitizer/LeakSanitizer build of the engine
 # driven through its primitives (HTTP client, 300 concurrent requests, Redis
 # stall timeouts, Redis reconnect) and as a server under load, stopped with SIGTERM, then
-# running the HTTP server, collector and C lane specs (SIGNAL_BIN), and the
-# C lane under load stopped with SIGTERM. Any sanitizer report fails the run.
+# running the HTTP server and collector specs (SIGNAL_BIN), and the collector
+# under load stopped with SIGTERM. Any sanitizer report fails the run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd); TMP=$(mktemp -d)
@@ -21,7 +22,7 @@ cleanup() {
 trap cleanup EXIT
 P=$((18500 + RANDOM % 500)); RP=$((P + 1)); AP=$((P + 2))
 
-for t in build/test_core build/test_http_parse; do
+for t in build/test_core build/test_http_parse build/test_collect; do
   echo "== valgrind $t"
   valgrind -q --error-exitcode=99 --leak-check=full "$t" || fail=1
 done
@@ -49,19 +50,19 @@ wrk -t1 -c20 -d2s "http://127.0.0.1:$AP/hello" >/dev/null
 kill -TERM $APID; wait $APID
 if grep -q "Sanitizer" "$TMP/serve.log"; then cat "$TMP/serve.log"; fail=1; else echo "ok: serve + SIGTERM"; fi
 
-echo "== ASan engine: HTTP server and collector specs (raw sockets, fast path, group commit)"
+echo "== ASan engine: HTTP server and collector specs (raw sockets, the collector, group commit)"
 redis-server --port $((P + 3)) --save '' --appendonly no --daemonize yes --dir "$TMP" >/dev/null; sleep 0.2
 if SIGNAL_BIN=$ROOT/build/signal-asan SIGNAL_ROOT=$ROOT SIGNAL_TEST_TMP=$TMP/spec \
    SIGNAL_TEST_REDIS=redis://127.0.0.1:$((P + 3))/0 \
    busted -o utfTerminal spec/02-integration/03-http_server_spec.lua spec/02-integration/10-collector_spec.lua \
-   spec/02-integration/13-ingest_lane_spec.lua \
+   spec/02-integration/12-identity_cors_spec.lua spec/02-integration/13-ingest_lane_spec.lua \
    >"$TMP/busted.out" 2>&1; then
   echo "ok: $(grep -aE '[0-9]+ success' "$TMP/busted.out" | tail -1)"
 else
   grep -av '^●*$' "$TMP/busted.out" | tail -40; fail=1
 fi
 
-echo "== ASan engine: collector C lane under load, SIGTERM with requests in flight"
+echo "== ASan engine: collector under load, SIGTERM with requests in flight"
 LP=$((P + 4))
 printf 'return { listen = "127.0.0.1:%s", workers = 1, redis = "redis://127.0.0.1:%s/1",\n  pipelines = { { key = "dk_asan", origins = { "https://www.example.com" } } } }\n' \
   "$LP" "$((P + 3))" >"$TMP/lane.conf.lua"
@@ -74,8 +75,8 @@ sleep 1.5
 kill -TERM $LPID; wait $LPID; wait $WPID
 N=$(awk '/requests in/ { print $1 }' "$TMP/lane.wrk")
 if grep -q "Sanitizer" "$TMP/lane.log"; then cat "$TMP/lane.log"; fail=1
-elif [ "${N:-0}" -lt 100 ]; then cat "$TMP/lane.wrk" "$TMP/lane.log"; echo "the lane served too little load"; fail=1
-else echo "ok: lane load + SIGTERM ($N requests)"; fi
+elif [ "${N:-0}" -lt 100 ]; then cat "$TMP/lane.wrk" "$TMP/lane.log"; echo "the collector served too little load"; fail=1
+else echo "ok: collector load + SIGTERM ($N requests)"; fi
 redis-cli -p $((P + 3)) shutdown nosave >/dev/null 2>&1
 
 [ $fail -eq 0 ] && echo "check-memory: clean" || echo "check-memory: FAILED"

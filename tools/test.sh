@@ -26,7 +26,7 @@ passed=0; failed=0; skipped=0
 add() { passed=$((passed + $1)); failed=$((failed + $2)); }
 
 echo "== C unit tests"
-for t in build/test_core build/test_http_parse; do
+for t in build/test_core build/test_http_parse build/test_collect; do
   out=$("$t" 2>&1); echo "-- $t"; echo "$out"
   line=$(echo "$out" | grep -E '^[0-9]+ passed, [0-9]+ failed' | tail -1)
   if [ -n "$line" ]; then add "$(echo "$line" | awk '{print $1}')" "$(echo "$line" | awk '{print $3}')"; else add 0 1; fi

@@ -6,11 +6,11 @@
 --   POST /json     decode + encode the body: nginx's baseline handler, in Signal
 --   POST /redis    /json plus one XADD of the body on the shared async
 --                  connection: adds the Redis round trip
---   POST /collect  the real collector handler (signal.collector) on a fixed
---                  ctx, no router: what /v1/t costs
+--   POST /collect  the collector (engine/collect, in C) configured with this
+--                  one route and a fixed pipeline: what /v1/t costs
 local core = require "signal.core"
 local cjson = require "cjson.safe"
-local collector = require "signal.collector"
+local queue = require "signal.redis.keys"
 
 local M = {}
 
@@ -18,11 +18,14 @@ function M.start()
   local redis = assert(core.redis.connect(os.getenv("BENCH_REDIS") or "redis://127.0.0.1:6379/0"))
   local H = { ["Content-Type"] = "application/json" }
   local OK = '{"success":true}'
-  local ctx = {
-    cfg = { dedupe_ttl_s = 86400, trusted_proxies = {} }, redis = redis,
-    pipelines = { dk_bench = { key = "dk_bench", origins = {} } },
-  }
-  local mode = { kind = 1, hint = "track" }
+  -- the collector answers /collect itself, before this handler is asked
+  assert(core.ingest_configure {
+    redis = assert(core.redis.connect(os.getenv("BENCH_REDIS") or "redis://127.0.0.1:6379/0")),
+    routes = { { path = "/collect", hint = "track", kind = "single", server_side = false } },
+    pipelines = { { key = "dk_bench", raw = queue.raw("dk_bench"), dedupe = queue.dedupe("dk_bench", ""),
+                    identity = queue.identity("dk_bench", ""), origins = {} } },
+    dedupe_ttl = 86400, identity_ttl = core.collect.limits.cookie_max_age, trusted_proxies = {}, buckets = {},
+  })
   local routes = {
     ["/const"] = function() return 200, H, OK end,
     ["/json"] = function(req)
@@ -37,7 +40,6 @@ function M.start()
       if not id then return 503, H, err end
       return 200, H, OK
     end,
-    ["/collect"] = function(req) return collector.handle(ctx, mode, req) end,
   }
   return function(req)
     local fn = routes[req.path]

@@ -21,7 +21,6 @@
 -- against the whole chain — a benchmark artifact worth 30 % of the CPU.)
 local core = require "signal.core"
 local cjson = require "cjson"
-local event = require "signal.pipeline.event"
 
 local args = ...
 local redis_url, pk, n, sandbox, mode, engine_url = args[1], args[2], tonumber(args[3]), args[4],
@@ -60,7 +59,7 @@ local base = stats().events or 0
 local t0 = core.now()
 if mode == "raw" or mode == "enqueue" then
   local ctx = { canonical_id = "dfid_bench", pipeline_key = pk, ip = "203.0.113.7",
-                user_agent = input.context.userAgent, received_at = "2026-04-17T15:37:10.700Z" }
+                user_agent = input.context.userAgent, received_at = 1776440230.7 }   -- 2026-04-17T15:37:10.700Z
   local r = assert(core.redis.connect(redis_url))
   local raw = "signal:{" .. pk .. "}:raw"
   local sent = 0
@@ -68,9 +67,9 @@ if mode == "raw" or mode == "enqueue" then
     local cmds = {}
     for i = 1, math.min(500, n - sent) do
       vary(sent + i)
-      local ev = assert(event.normalize(input, ctx))
       input_json = cjson.encode(input)
-      cmds[i] = { "XADD", raw, "*", "ev", cjson.encode(ev), "in", input_json }
+      local ev_json = assert(core.collect.normalize(input_json, ctx))
+      cmds[i] = { "XADD", raw, "*", "ev", ev_json, "in", input_json }
     end
     assert(r:pipeline(cmds))
     sent = sent + #cmds

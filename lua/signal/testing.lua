@@ -90,28 +90,29 @@ local function is_camel(e)
 end
 
 -- canonical(event, opts) -> canonical event. camelCase input (the wire form)
--- goes through signal.pipeline.event.normalize exactly as the collector does it, as a
--- server-side message (its own context.ip / userAgent are kept). normalize
--- strips what only the server may set (partner_attrs, identity), so the
--- enrichment results a spec wants are given as opts.partner_attrs,
--- opts.identity and the providers' flat fields, and attached afterwards.
+-- goes through the collector's own conversion (core.collect.normalize, the C
+-- the engine runs), as a server-side message (its own context.ip / userAgent
+-- are kept). It strips what only the server may set (partner_attrs,
+-- identity), so the enrichment results a spec wants are given as
+-- opts.partner_attrs, opts.identity and the providers' flat fields, and
+-- attached afterwards.
 function M.canonical(e, opts)
   opts = opts or {}
   local camel = opts.normalize
   if camel == nil then camel = is_camel(e) end
   local out = e
   if camel then
-    local event_mod = require "signal.pipeline.event"
-    local errs
-    out, errs = event_mod.normalize(e, {
+    local core = require "signal.core"
+    local cjson = require "cjson"
+    local ev_json, errs = core.collect.normalize(cjson.encode(e), {
       canonical_id = opts.canonical_id or e.canonical_id or e.canonicalId or "dfid_test",
       pipeline_key = opts.pipeline_key,
       server_side = true,
     })
-    if not out then
-      local msg = type(errs) == "table" and table.concat(errs, "; ") or tostring(errs)
-      error("signal.testing: event does not normalize: " .. msg, 3)
+    if not ev_json then
+      error("signal.testing: event does not normalize: " .. table.concat(errs, "; "), 3)
     end
+    out = cjson.decode(ev_json)
   end
   if opts.partner_attrs then out.partner_attrs = opts.partner_attrs end
   if opts.identity then out.identity = opts.identity end

@@ -1,9 +1,23 @@
--- spec/01-unit/event_spec.lua — signal.pipeline.event: Segment/Datafly camelCase
--- messages → the canonical snake_case event (lua/signal/README.md), message
--- validation, ISO-8601 handling and the identity-fields helper.
+-- spec/01-unit/event_spec.lua — Segment/Datafly camelCase messages → the
+-- canonical snake_case event (lua/signal/README.md) and message validation,
+-- as the collector does them (engine/collect/normalize.c, through
+-- core.collect.normalize); and signal.pipeline.event's ISO-8601 and identity-fields
+-- helpers.
 
 local event = require "signal.pipeline.event"
 local core = require "signal.core"
+local cjson = require "cjson"
+local collector = require "signal.collector"
+
+-- normalize(msg, ctx), as the collector's C conversion runs it on the
+-- message's JSON: → the decoded event | nil, reasons
+local normalize = {}
+function normalize.normalize(msg, c)
+  local body = type(msg) == "string" and msg or cjson.encode(msg)
+  local ev_json, errs = core.collect.normalize(body, c)
+  if not ev_json then return nil, errs end
+  return cjson.decode(ev_json)
+end
 
 local UUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-4%x%x%x%-[89ab]%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
 local RECEIVED = 1776440230.484          -- 2026-04-17T15:37:10.484Z
@@ -27,7 +41,7 @@ local function track(over)
 end
 
 local function normalize_ok(msg, c)
-  local ev, errs = event.normalize(msg, c or ctx())
+  local ev, errs = normalize.normalize(msg, c or ctx())
   assert(ev, "expected a valid event, got: " .. table.concat(errs or {}, "; "))
   assert.is_nil(errs)
   return ev
@@ -35,13 +49,13 @@ end
 
 -- exactly one reason, containing `phrase`
 local function rejected(msg, c, phrase)
-  local ev, errs = event.normalize(msg, c or ctx())
+  local ev, errs = normalize.normalize(msg, c or ctx())
   assert.is_nil(ev)
   assert(errs and #errs == 1, "expected one reason, got: " .. table.concat(errs or {}, "; "))
   assert(errs[1]:find(phrase, 1, true), "expected '" .. phrase .. "' in: " .. errs[1])
 end
 
-describe("event.normalize key conversion", function()
+describe("normalize key conversion", function()
   it("converts top-level camelCase keys to snake_case", function()
     local ev = normalize_ok({
       type = "track", event = "Order Completed", userId = "u-1", anonymousId = "a-1",
@@ -106,17 +120,28 @@ describe("event.normalize key conversion", function()
     assert.same({ mobile = false, platformVersion = "14" }, ev.context.user_agent_data)
   end)
 
-  it("prefers the camelCase spelling when a key is sent both ways", function()
-    for _ = 1, 20 do     -- pairs order varies with table layout; the result must not
-      local ev = normalize_ok(track({ userId = "camel", user_id = "snake", anonymousId = "<nil>" }))
-      assert.equal("camel", ev.user_id)
-    end
+  it("prefers the camelCase spelling when a key is sent both ways, in either order", function()
+    local ev = normalize_ok('{"type":"track","event":"E","userId":"camel","user_id":"snake"}')
+    assert.equal("camel", ev.user_id)
+    ev = normalize_ok('{"type":"track","event":"E","user_id":"snake","userId":"camel"}')
+    assert.equal("camel", ev.user_id)
+    ev = normalize_ok('{"type":"track","event":"E","context":{"page":{"page_title":"s","pageTitle":"c"}}}')
+    assert.equal("c", ev.context.page.page_title)
   end)
 
-  it("does not modify the input message", function()
-    local msg = track({ context = { userAgent = "x", page = { path = "/" } }, writeKey = "wk" })
-    normalize_ok(msg)
-    assert.same(track({ context = { userAgent = "x", page = { path = "/" } }, writeKey = "wk" }), msg)
+  it("keeps the last value of a key sent twice, as JSON decoders do", function()
+    local ev = normalize_ok('{"type":"track","event":"first","userId":"u","event":"last"}')
+    assert.equal("last", ev.event)
+    -- a null last value drops the key: the earlier value is gone too
+    rejected('{"type":"track","event":"E","userId":"u","userId":null}', ctx({ canonical_id = "<nil>" }),
+             "userId or anonymousId is required")
+  end)
+
+  it("decodes escaped keys and values before applying the rules", function()
+    local ev = normalize_ok('{"\\u0074ype":"tr\\u0061ck","ev\\u0065nt":"E","\\u0075serId":"u"}')
+    assert.equal("track", ev.type)
+    assert.equal("u", ev.user_id)
+    rejected('{"type":"track","event":"\\u0020","userId":"u"}', nil, 'event: track events need a non-empty string')
   end)
 
   it("strips writeKey and pipelineKey and sets pipeline_key from the request", function()
@@ -142,7 +167,7 @@ describe("event.normalize key conversion", function()
   end)
 end)
 
-describe("event.normalize validation", function()
+describe("normalize validation", function()
   it("fills the type from the endpoint when the body has none", function()
     local ev = normalize_ok({ anonymousId = "a", name = "Home" }, ctx({ type_hint = "page" }))
     assert.equal("page", ev.type)
@@ -197,6 +222,13 @@ describe("event.normalize validation", function()
 
   it("turns a numeric userId into a string", function()
     assert.equal("12345", normalize_ok(track({ userId = 12345 })).user_id)
+    assert.equal("1000", normalize_ok('{"type":"track","event":"E","userId":1e3}').user_id)
+    assert.equal("1.5", normalize_ok('{"type":"track","event":"E","userId":1.5}').user_id)
+  end)
+
+  it("keeps every digit of an integer id longer than a double holds", function()
+    assert.equal("1234567890123456789",
+                 normalize_ok('{"type":"track","event":"E","userId":1234567890123456789}').user_id)
   end)
 
   it("rejects a userId that is not a string or number", function()
@@ -232,20 +264,20 @@ describe("event.normalize validation", function()
   end)
 
   it("rejects a message that is not an object", function()
-    local ev, errs = event.normalize("track", ctx())
+    local ev, errs = normalize.normalize('"track"', ctx())
     assert.is_nil(ev)
     assert.same({ "message must be a JSON object" }, errs)
   end)
 
   it("returns every reason at once", function()
-    local ev, errs = event.normalize({ type = "track", timestamp = "nope", properties = 1 },
-                                     ctx({ canonical_id = "<nil>" }))
+    local ev, errs = normalize.normalize({ type = "track", timestamp = "nope", properties = 1 },
+                                         ctx({ canonical_id = "<nil>" }))
     assert.is_nil(ev)
     assert.equal(4, #errs)
   end)
 end)
 
-describe("event.normalize fields set by Signal", function()
+describe("normalize fields set by Signal", function()
   it("assigns a uuid message_id when the message has none", function()
     local a, b = normalize_ok(track()), normalize_ok(track())
     assert.matches(UUID, a.message_id)
@@ -277,9 +309,14 @@ describe("event.normalize fields set by Signal", function()
     assert.equal("2026-04-17T15:37:08.484Z", ev.timestamp)
   end)
 
-  it("uses a batch's sentAt from the request for skew correction", function()
-    local ev = normalize_ok(track({ originalTimestamp = "2026-04-17T15:38:08.484Z" }),
-                            ctx({ sent_at = "2026-04-17T15:38:10.484Z" }))
+  it("uses a batch's sentAt for skew correction", function()
+    local body = cjson.encode({ batch = { track({ originalTimestamp = "2026-04-17T15:38:08.484Z" }) },
+                                sentAt = "2026-04-17T15:38:10.484Z" })
+    local res = core.collect.convert(body, { kind = "batch", pipelines = { "dk_live_demo" },
+                                             header_key = "dk_live_demo", received_at = RECEIVED,
+                                             canonical_id = "dfid_abc123" })
+    assert.equal(200, res.status, res.body)
+    local ev = cjson.decode(res.events[1].ev)
     assert.equal("2026-04-17T15:37:08.484Z", ev.timestamp)
     assert.equal("2026-04-17T15:38:10.484Z", ev.sent_at)
   end)
@@ -375,7 +412,7 @@ describe("event.iso8601", function()
   end)
 end)
 
-describe("event.snake", function()
+describe("key conversion to snake_case", function()
   local cases = {
     { "userId", "user_id" }, { "anonymousId", "anonymous_id" }, { "userAgent", "user_agent" },
     { "originalTimestamp", "original_timestamp" }, { "HTTPServer", "http_server" },
@@ -384,7 +421,7 @@ describe("event.snake", function()
   }
   for _, case in ipairs(cases) do
     it(("converts %s to %s"):format(case[1], case[2]), function()
-      assert.equal(case[2], event.snake(case[1]))
+      assert.equal(case[2], core.collect.snake(case[1]))
     end)
   end
 end)
@@ -440,11 +477,13 @@ describe("event.identifiers", function()
   end)
 end)
 
-describe("event.PATH_TYPES", function()
-  it("maps each endpoint to its type hint", function()
+describe("the collector's routes", function()
+  it("map each single-event endpoint to its type hint", function()
+    local hints = {}
+    for _, r in ipairs(collector.ROUTES) do hints[r.path] = r.hint end
     assert.same({ ["/v1/t"] = "track", ["/v1/p"] = "page", ["/v1/i"] = "identify", ["/v1/g"] = "group",
                   ["/v1/s"] = "screen", ["/v1/a"] = "alias", ["/v1/track"] = "track", ["/v1/page"] = "page",
                   ["/v1/identify"] = "identify", ["/v1/group"] = "group", ["/v1/screen"] = "screen",
-                  ["/v1/alias"] = "alias" }, event.PATH_TYPES)
+                  ["/v1/alias"] = "alias" }, hints)
   end)
 end)

@@ -1,8 +1,9 @@
--- The collector (issue #3) driven for real: `signal run` engines on free
--- ports against the private test Redis. Every acceptance is checked in the
--- pipeline's raw stream (XRANGE), not only by status code; the processor's
--- consumer group is parked (H.park_processor) so the stream holds exactly
--- what the collector stored.
+-- The collector (engine/collect) driven for real: `signal run` engines on
+-- free ports against the private test Redis. Every acceptance is checked in
+-- the pipeline's raw stream (XRANGE), not only by status code; the
+-- processor's consumer group is parked (H.park_processor) so the stream
+-- holds exactly what the collector stored. Each rule is exercised through
+-- every route that applies it: one event, a batch, /v1/events.
 local H = require "helpers"
 local cjson = require "cjson"
 local core = require "signal.core"
@@ -38,11 +39,33 @@ end
 
 local function err_of(res) return H.json(res).error end
 
+local LIMITS = core.collect.limits
+
 local function track(extra)
   local m = { type = "track", event = "Product Viewed", anonymousId = "anon-1", messageId = uid(),
               properties = { product_id = "p1" } }
   for k, v in pairs(extra or {}) do m[k] = v end
   return m
+end
+
+-- a batch body of exactly `size` bytes, its messages padded; pad_last: the
+-- last message's own size instead, when given
+local function batch_of(size, n, pad_last)
+  local batch = {}
+  for i = 1, n do batch[i] = track({ properties = { pad = "" } }) end
+  local function body() return cjson.encode({ batch = batch }) end
+  if pad_last then
+    local m = batch[n]
+    m.properties.pad = string.rep("z", pad_last - #cjson.encode(m))
+    assert(#cjson.encode(m) == pad_last)
+    return body()
+  end
+  local per = math.floor((size - #body()) / n)
+  for i = 1, n do batch[i].properties.pad = string.rep("y", per) end
+  batch[n].properties.pad = batch[n].properties.pad .. string.rep("y", size - #body())
+  local b = body()
+  assert(#b == size, #b)
+  return b
 end
 
 describe("collector", function()
@@ -117,6 +140,15 @@ describe("collector", function()
       for i, t in ipairs(order) do
         assert.equal(t, entries[i].ev.type)
         assert.equal("u-1", entries[i].ev.user_id)
+      end
+    end)
+
+    it("answers other methods on its paths with 405", function()
+      for _, path in ipairs({ "/v1/t", "/v1/batch", "/v1/events", "/v1/identify" }) do
+        local res = assert(H.request("GET", A.url .. path))
+        assert.equal(405, res.status, path)
+        assert.equal("METHOD_NOT_ALLOWED", err_of(res).code)
+        assert.equal("GET is not supported on " .. path, err_of(res).message)
       end
     end)
 
@@ -298,6 +330,38 @@ describe("collector", function()
   end)
 
   describe("limits", function()
+    it("takes a body of exactly 500 KB and refuses one byte more, naming the limit", function()
+      assert.equal(512000, LIMITS.max_body)
+      local res = post(A, "/v1/batch", batch_of(512000, 20), { ["X-Pipeline-Key"] = PK_A })
+      assert.equal(200, res.status, res.body)
+      assert.equal(20, #H.raw_entries(PK_A))
+      H.clear_raw(PK_A)
+      res = post(A, "/v1/batch", batch_of(512001, 20), { ["X-Pipeline-Key"] = PK_A })
+      assert.equal(413, res.status)
+      assert.equal("request body is 512001 bytes; the limit is 500 KB (512000 bytes) per request", err_of(res).message)
+      assert.equal(0, #H.raw_entries(PK_A))
+    end)
+
+    it("takes a message of exactly 32 KB and refuses one byte more, in a batch and alone", function()
+      assert.equal(32768, LIMITS.max_message)
+      local res = post(A, "/v1/batch", batch_of(nil, 3, 32768), { ["X-Pipeline-Key"] = PK_A })
+      assert.equal(200, res.status, res.body)
+      assert.equal(3, #H.raw_entries(PK_A))
+      res = post(A, "/v1/batch", batch_of(nil, 3, 32769), { ["X-Pipeline-Key"] = PK_A })
+      assert.equal(413, res.status)
+      assert.equal("message 2 of the batch is over the limit of 32 KB (32768 bytes) per message; nothing was accepted",
+                   err_of(res).message)
+      assert.same({ { index = 2, reason = "message is 32769 bytes; the limit is 32 KB (32768 bytes)" } },
+                  err_of(res).details)
+      local m = track()
+      m.properties.pad = ""
+      m.properties.pad = string.rep("w", 32769 - #cjson.encode(m))
+      res = post(A, "/v1/t", m, { ["X-Pipeline-Key"] = PK_A })
+      assert.equal(413, res.status)
+      assert.equal("the event is 32769 bytes; the limit is 32 KB (32768 bytes) per message", err_of(res).message)
+      assert.equal(3, #H.raw_entries(PK_A))
+    end)
+
     it("answers 413 for a body over 500 KB, naming the limit", function()
       local m = track({ properties = { pad = string.rep("x", 520 * 1024) } })
       local res = post(A, "/v1/batch", { batch = { m } }, { ["X-Pipeline-Key"] = PK_A })
@@ -427,22 +491,23 @@ describe("collector", function()
       finally(function() C:stop() end)
       local function window() return math.floor(core.now()) end
       local single, listed, big = track(), track(), {}
-      for i = 1, collector.CHUNK + 1 do big[i] = track() end
+      local BIG = LIMITS.group_max + 1              -- a group commit of its own
+      for i = 1, BIG do big[i] = track() end
       local function send_all()
         local w = window()
-        assert.equal(200, post(C, "/v1/t", single, { ["X-Pipeline-Key"] = PK_A }).status)       -- C lane
+        assert.equal(200, post(C, "/v1/t", single, { ["X-Pipeline-Key"] = PK_A }).status)
         assert.equal(200, post(C, "/v1/batch", { batch = { listed } }, { ["X-Pipeline-Key"] = PK_A }).status)
-        assert.equal(200, post(C, "/v1/batch", { batch = big }, { ["X-Pipeline-Key"] = PK_A }).status) -- script
+        assert.equal(200, post(C, "/v1/batch", { batch = big }, { ["X-Pipeline-Key"] = PK_A }).status)
         return w
       end
       local w0 = send_all()
-      assert.equal(3 + collector.CHUNK, #H.raw_entries(PK_A))
+      assert.equal(2 + BIG, #H.raw_entries(PK_A))
       send_all()                                    -- the same window or the next: all duplicates
-      assert.equal(3 + collector.CHUNK, #H.raw_entries(PK_A))
+      assert.equal(2 + BIG, #H.raw_entries(PK_A))
       assert.is_truthy(H.dedupe_marker(PK_A, single.messageId, 1))
       while window() < w0 + 2 do core.sleep(50) end
       local w2 = send_all()
-      assert.equal(2 * (3 + collector.CHUNK), #H.raw_entries(PK_A))
+      assert.equal(2 * (2 + BIG), #H.raw_entries(PK_A))
       -- windows older than the previous one are gone (unlinked, or
       -- expired); the 1 s windows are the ones numbered like unix seconds
       -- (engine A's days share the pipeline)
@@ -478,8 +543,8 @@ describe("collector", function()
       assert.not_equal(entries[1].ev.message_id, entries[2].ev.message_id)
     end)
 
-    it("stores a batch larger than one script chunk in order, deduping across chunks", function()
-      local n = collector.CHUNK * 2 + 50
+    it("stores a batch bigger than a group commit in one transaction, in order, deduping within it", function()
+      local n = LIMITS.group_max + 150
       local batch = {}
       for i = 1, n do
         batch[i] = { type = "identify", userId = "u" .. i, messageId = uid(), traits = { email = i .. "@example.com" } }
@@ -496,14 +561,21 @@ describe("collector", function()
       r:close()
     end)
 
-    it("uses EVALSHA and falls back to EVAL when Redis lost its script cache", function()
+    it("looks an id up in the current window and the one before, not older ones", function()
+      -- markers planted as earlier commits would have left them
+      local w = math.floor(core.now() / 86400)
+      local prev, older = track(), track()
       local r = H.redis()
-      assert.equal(collector.SCRIPT_SHA, r:call("SCRIPT", "LOAD", collector.SCRIPT))
-      assert.equal("OK", r:call("SCRIPT", "FLUSH"))
+      assert(r:call("HSET", queue.dedupe(PK_A, w - 1), prev.messageId, "1"))
+      assert(r:call("HSET", queue.dedupe(PK_A, w - 2), older.messageId, "1"))
       r:close()
-      assert.equal(200, post(A, "/v1/t", track(), { ["X-Pipeline-Key"] = PK_A }).status)
-      assert.equal(200, post(A, "/v1/t", track(), { ["X-Pipeline-Key"] = PK_A }).status)
-      assert.equal(2, #H.raw_entries(PK_A))
+      for _, path in ipairs({ "/v1/t", "/v1/batch" }) do
+        local body = path == "/v1/t" and prev or { batch = { prev } }
+        assert.equal(200, post(A, path, body, { ["X-Pipeline-Key"] = PK_A }).status)
+      end
+      assert.equal(0, #H.raw_entries(PK_A))       -- the previous window's id: a duplicate
+      assert.equal(200, post(A, "/v1/t", older, { ["X-Pipeline-Key"] = PK_A }).status)
+      assert.equal(1, #H.raw_entries(PK_A))       -- two windows back: remembered no more
     end)
   end)
 
@@ -514,6 +586,24 @@ describe("collector", function()
       assert.equal(ORIGIN_A, res.headers["access-control-allow-origin"])
       assert.equal("true", res.headers["access-control-allow-credentials"])
       assert.matches("Origin", res.headers["vary"])
+    end)
+
+    it("grants an origin sent in capitals or with its default port, on requests and preflights", function()
+      for _, o in ipairs({ "HTTPS://WWW.EXAMPLE.COM", "https://www.example.com:443", "HTTPS://Www.Example.Com:443" }) do
+        local res = post(A, "/v1/batch", { batch = { track() } }, { ["X-Pipeline-Key"] = PK_A, Origin = o })
+        assert.equal(200, res.status)
+        assert.equal(o, res.headers["access-control-allow-origin"], o)
+        res = assert(H.request("OPTIONS", A.url .. "/v1/t", { Origin = o, ["Access-Control-Request-Method"] = "POST" }))
+        assert.equal(204, res.status)
+        assert.equal(o, res.headers["access-control-allow-origin"], o)
+      end
+      for _, o in ipairs({ "https://www.example.com:8443", "http://www.example.com", "https://www.example.com.evil" }) do
+        local res = post(A, "/v1/t", track(), { ["X-Pipeline-Key"] = PK_A, Origin = o })
+        assert.equal(200, res.status)
+        assert.is_nil(res.headers["access-control-allow-origin"], o)
+        res = assert(H.request("OPTIONS", A.url .. "/v1/t", { Origin = o }))
+        assert.is_nil(res.headers["access-control-allow-origin"], o)
+      end
     end)
 
     it("gives another origin no grant, but still processes the request", function()
@@ -582,6 +672,25 @@ describe("collector", function()
       assert.equal(id, entries[2].ev.canonical_id)
     end)
 
+    it("is read up to 128 characters, on single events and browser batches", function()
+      local long = "dfid_" .. string.rep("a", 123)    -- 128 characters: the contract's limit
+      local bodies = { ["/v1/t"] = function() return track() end,
+                       ["/v1/batch"] = function() return { batch = { track() } } end }
+      for _, c in ipairs({ { "/v1/t" }, { "/v1/batch" } }) do
+        local res = post(A, c[1], bodies[c[1]](), { ["X-Pipeline-Key"] = PK_A, Cookie = "_dfdid=" .. long })
+        assert.equal(200, res.status, c[1])
+        assert.is_nil(res.headers["set-cookie"], c[1])
+        res = post(A, c[1], bodies[c[1]](), { ["X-Pipeline-Key"] = PK_A, Cookie = "_dfdid=" .. long .. "b" })
+        assert.matches("^_dfdid=dfid_%x+;", res.headers["set-cookie"], c[1])
+      end
+      local entries = H.raw_entries(PK_A)
+      assert.equal(4, #entries)
+      assert.equal(long, entries[1].ev.canonical_id)
+      assert.equal(long, entries[3].ev.canonical_id)
+      assert.matches("^dfid_%x+$", entries[2].ev.canonical_id)
+      assert.equal(37, #entries[2].ev.canonical_id)
+    end)
+
     it("replaces a malformed cookie value with a fresh id", function()
       local res = post(A, "/v1/t", track(), { ["X-Pipeline-Key"] = PK_A, Cookie = "_dfdid=a b{c}" })
       assert.matches("^_dfdid=dfid_%x+", res.headers["set-cookie"])
@@ -631,6 +740,16 @@ describe("collector", function()
       assert.equal("198.51.100.23", H.raw_entries(PK_A)[1].ev.context.ip)
     end)
 
+    it("walks X-Forwarded-For from the right to the first untrusted hop, for single events and batches", function()
+      local h = { ["X-Pipeline-Key"] = PK_A, ["X-Forwarded-For"] = "203.0.113.9, 198.51.100.1, 10.0.0.5" }
+      assert.equal(200, post(A, "/v1/t", track(), h).status)
+      assert.equal(200, post(A, "/v1/batch", { batch = { track(), track() } }, h).status)
+      assert.equal(200, post(A, "/v1/b", { batch = { track() } }, h).status)
+      local entries = H.raw_entries(PK_A)
+      assert.equal(4, #entries)
+      for _, e in ipairs(entries) do assert.equal("198.51.100.1", e.ev.context.ip) end
+    end)
+
     it("ignores X-Forwarded-For from an untrusted peer", function()
       post(B, "/v1/t", track(), { ["X-Pipeline-Key"] = PK_A, ["X-Forwarded-For"] = "198.51.100.23" })
       assert.equal("127.0.0.1", H.raw_entries(PK_A)[1].ev.context.ip)
@@ -668,6 +787,19 @@ describe("collector", function()
       assert.is_true(ttl > 34000000)
     end)
 
+    it("remembers the linking keys of batch messages too", function()
+      local cid = "dfid_" .. core.random_hex(16)
+      local res = post(A, "/v1/batch", { batch = {
+        { type = "track", event = "E", anonymousId = "a9", messageId = uid() },
+        { type = "identify", userId = "cust-9", messageId = uid(), context = { traits = { phone = "+1 555" } },
+          traits = { email = "b@example.com" } } } }, { ["X-Pipeline-Key"] = PK_A, Cookie = "_dfdid=" .. cid })
+      assert.equal(200, res.status, res.body)
+      local r = H.redis()
+      assert.same({ email = "b@example.com", phone = "+1 555", user_id = "cust-9" },
+                  identity.stitch({ redis = r }, PK_A, { canonical_id = cid }))
+      r:close()
+    end)
+
     it("also remembers linking keys carried by another event's traits, and nothing from plain events", function()
       local cid = "dfid_" .. core.random_hex(16)
       post(A, "/v1/t", track({ anonymousId = "a8" }), { ["X-Pipeline-Key"] = PK_A, Cookie = "_dfdid=" .. cid })
@@ -692,6 +824,9 @@ describe("collector", function()
       post(A, "/v1/t", m, { ["X-Pipeline-Key"] = PK_A })
       post(A, "/v1/t", m, { ["X-Pipeline-Key"] = PK_A })
       post(A, "/v1/t", "{", { ["X-Pipeline-Key"] = PK_A })
+      post(A, "/v1/t", m, { ["X-Pipeline-Key"] = "dk_nope" })
+      post(A, "/v1/t", "x", { ["X-Pipeline-Key"] = PK_A, ["Content-Encoding"] = "br" })
+      post(A, "/v1/batch", { batch = { track(), { type = "track" } } }, { ["X-Pipeline-Key"] = PK_A })
       H.eventually(function()
         local res = H.request("GET", A.url .. "/metrics")
         if not res or res.status ~= 200 then return false, res and res.status end
@@ -699,7 +834,11 @@ describe("collector", function()
         return b:find('events_received_total{pipeline="' .. PK_A .. '"}', 1, true)
           and b:find('events_accepted_total{pipeline="' .. PK_A .. '"}', 1, true)
           and b:find('events_deduplicated_total{pipeline="' .. PK_A .. '"}', 1, true)
-          and b:find('events_rejected_total{reason="invalid_json"}', 1, true), "series missing"
+          and b:find('events_rejected_total{reason="invalid_json"}', 1, true)
+          and b:find('events_rejected_total{reason="invalid_pipeline_key"}', 1, true)
+          and b:find('events_rejected_total{reason="unsupported_media_type"}', 1, true)
+          and b:find('events_rejected_total{reason="invalid_batch"}', 1, true)
+          and b:find('signal_http_request_duration_seconds_count{method="POST",route="/v1/t"}', 1, true), "series missing"
       end, 10, "collector series in /metrics")
     end)
   end)

@@ -1,10 +1,13 @@
--- signal.identity and signal.cors as other modules call them (the identity
--- hub, the SDK routes, the processor): table-driven cases for the parts the
--- collector specs only touch through HTTP — X-Forwarded-For walks with IPv4,
--- IPv6 and CIDRs, cookie parsing, linking keys, and CORS grants.
+-- The collector's rules (engine/collect, in C) as the Lua modules reach
+-- them — signal.identity and signal.cors for the identity hub and the SDK
+-- routes, core.collect for the rest: table-driven cases for what the
+-- collector specs only touch through HTTP — X-Forwarded-For walks with
+-- IPv4, IPv6 and CIDRs, cookie parsing, linking keys, CORS grants, Basic
+-- credentials.
+local core = require "signal.core"
+local cjson = require "cjson"
 local identity = require "signal.identity"
 local cors = require "signal.cors"
-local collector = require "signal.collector"
 
 local function ctx_with(proxies, extra)
   local cfg = { trusted_proxies = proxies }
@@ -32,6 +35,11 @@ describe("identity.client_ip", function()
     { { "::1" }, "::1", "203.0.113.9:51234", "203.0.113.9" },                          -- port stripped
     { { "10.0.0.0/8" }, "::ffff:10.1.1.1", "203.0.113.9", "203.0.113.9" },              -- IPv4-mapped peer
     { { "fe80::/10" }, "fe80::1", "fe80::2%eth0, 198.51.100.7", "198.51.100.7" },
+    { { "10.0.0.0/8" }, "10.9.8.7", "203.0.113.9, 198.51.100.1, 10.0.0.5", "198.51.100.1" }, -- from the right
+    { { "10.0.0.0/8" }, "10.9.8.7", " , 192.0.2.4", "192.0.2.4" },                     -- empty hops
+    { { "10.0.0.0/8" }, "10.9.8.7", "010.1.2.3", "010.1.2.3" },                        -- decimal parts
+    { { "10.0.0.0/8" }, "10.9.8.7", "unknown", "10.9.8.7" },
+    { { "127.0.0.1", "10.1.0.0/16" }, "127.0.0.1", "198.51.100.4, 10.1.2.3", "198.51.100.4" },
   }
   for i, c in ipairs(cases) do
     it("case " .. i .. ": peer " .. c[2] .. ", X-Forwarded-For " .. tostring(c[3]) .. " → " .. c[4], function()
@@ -61,6 +69,15 @@ describe("identity cookie", function()
       { '_dfdid="dfid_quoted"', "dfid_quoted" },
       { "_dfdid=has space", nil },
       { "_dfdid=" .. string.rep("a", 200), nil },
+      { "_dfdid=" .. string.rep("a", 128), string.rep("a", 128) },   -- the longest one taken
+      { "_dfdid=" .. string.rep("a", 129), nil },
+      { "_dfdid=" .. string.rep("b", 64) .. "c", string.rep("b", 64) .. "c" },
+      { " _dfdid = dfid_4 ;", nil },          -- no "_dfdid=" in it
+      { "_dfdid= dfid_4 ;", "dfid_4" },
+      { '_dfdid="', nil },
+      { "_dfdid=dfid_5;_dfdid=dfid_6", "dfid_5" },
+      { "_DFDID=dfid_7", nil },
+      { "a=1, _dfdid=dfid_8", "dfid_8" },   -- two Cookie headers, joined
     }
     for _, c in ipairs(cases) do
       assert.equal(c[2], identity.read_cookie(req("127.0.0.1", { cookie = c[1] })), c[1])
@@ -82,7 +99,7 @@ describe("identity cookie", function()
   end)
 
   it("takes linking keys from identify traits, and from other events only when traits carry one", function()
-    local lk = identity.linking_keys
+    local function lk(ev) return core.collect.linking_keys(cjson.encode(ev)) end
     assert.same({ email = "a@x.com", user_id = "u1" },
                 lk({ type = "identify", canonical_id = "c", user_id = "u1", traits = { email = "a@x.com" } }))
     assert.same({ phone = "+1 555", user_id = "u2" },
@@ -99,8 +116,26 @@ describe("cors", function()
   local ctx = ctx_with({})
 
   it("grants the pipeline's own origins on responses, canonicalising case and default ports", function()
+    local cases = {
+      { "https://www.example.com", true }, { "HTTPS://WWW.EXAMPLE.COM", true },
+      { "https://www.example.com:443", true }, { "HTTPS://WWW.EXAMPLE.COM:443", true },
+      { "http://www.example.com", false }, { "https://www.example.com:8443", false },
+      { "https://www.example.com.evil.net", false }, { "null", false }, { "https://evil.example", false },
+    }
+    for _, c in ipairs(cases) do
+      local h = cors.headers(ctx, req("1.1.1.1", { origin = c[1] }), ctx.pipelines.a)
+      assert.equal(c[2] and c[1] or nil, h["Access-Control-Allow-Origin"], c[1])
+    end
+    -- the form configured origins are stored in (config.lua)
+    assert.equal("https://www.example.com", core.collect.canonical_origin("HTTPS://WWW.Example.COM:443"))
+    assert.equal("http://localhost:3000", core.collect.canonical_origin("http://LOCALHOST:3000"))
+    assert.equal("http://x.example", core.collect.canonical_origin("http://x.example:80"))
+    local h = cors.headers(ctx, req("1.1.1.1", { origin = "HTTP://LOCALHOST:3000" }), ctx.pipelines.b)
+    assert.equal("HTTP://LOCALHOST:3000", h["Access-Control-Allow-Origin"])
+    h = cors.headers(ctx, req("1.1.1.1", { origin = "http://localhost:80" }), ctx.pipelines.b)
+    assert.is_nil(h["Access-Control-Allow-Origin"])   -- :80 is not :3000
     local p = ctx.pipelines.a
-    local h = cors.headers(ctx, req("1.1.1.1", { origin = "https://www.example.com" }), p)
+    h = cors.headers(ctx, req("1.1.1.1", { origin = "https://www.example.com" }), p)
     assert.equal("https://www.example.com", h["Access-Control-Allow-Origin"])
     assert.equal("true", h["Access-Control-Allow-Credentials"])
     h = cors.headers(ctx, req("1.1.1.1", { origin = "HTTPS://WWW.EXAMPLE.COM:443" }), p)
@@ -123,20 +158,40 @@ describe("cors", function()
     assert.is_nil(none["Access-Control-Allow-Origin"])
     assert.is_nil(none["Access-Control-Allow-Methods"])
   end)
+
+  it("grants a preflight that names a pipeline for that pipeline's origins only", function()
+    local function pre(origin, key, query)
+      local r = req("1.1.1.1", { origin = origin, ["x-pipeline-key"] = key })
+      r.query = query or ""
+      return select(2, cors.preflight(ctx, r))["Access-Control-Allow-Origin"]
+    end
+    assert.is_nil(pre("https://shop.example.org", "a"))
+    assert.equal("https://shop.example.org", pre("https://shop.example.org", "b"))
+    assert.equal("https://shop.example.org", pre("https://shop.example.org", "unknown"))   -- any pipeline's
+    assert.is_nil(pre("https://shop.example.org", nil, "writeKey=a"))
+    assert.equal("https://shop.example.org", pre("https://shop.example.org", nil, "x=1&pipelineKey=b"))
+  end)
 end)
 
-describe("collector internals", function()
+describe("keys", function()
   it("decodes Basic credentials (standard and url-safe base64)", function()
-    assert.equal("dk_live_demo:", collector.b64decode("ZGtfbGl2ZV9kZW1vOg=="))
-    assert.equal("abc", collector.b64decode("YWJj"))
-    assert.equal("\251\255", collector.b64decode("-_8"))
-    assert.is_nil(collector.b64decode("a$b="))
+    local b64 = core.collect.b64decode
+    assert.equal("dk_live_demo:", b64("ZGtfbGl2ZV9kZW1vOg=="))
+    assert.equal("abc", b64("YWJj"))
+    assert.equal("\251\255", b64("-_8"))
+    assert.is_nil(b64("a$b="))
+    local cases = {
+      { "Basic ZGtfbGl2ZV9kZW1vOg==", "dk_live_demo" }, { "basic ZGtfbGl2ZV9kZW1vOg", "dk_live_demo" },
+      { "  Basic   ZGtfbGl2ZV9kZW1vOnNlY3JldA==  ", "dk_live_demo" }, { "Bearer ZGtf", nil },
+      { "Basic Om5vdXNlcg==", nil }, { "Basic", nil }, { "Basic a$b=", nil }, { "Basic YWJj ZGVm", nil },
+    }
+    for _, c in ipairs(cases) do assert.equal(c[2], core.collect.basic_user(c[1]), c[1]) end
   end)
 
-  it("computes the script's SHA-1 locally (FIPS 180 vectors)", function()
-    assert.equal("a9993e364706816aba3e25717850c26c9cd0d89d", collector.sha1_hex("abc"))
-    assert.equal("da39a3ee5e6b4b0d3255bfef95601890afd80709", collector.sha1_hex(""))
+  it("computes SHA-1 locally (FIPS 180 vectors)", function()
+    assert.equal("a9993e364706816aba3e25717850c26c9cd0d89d", core.sha1_hex("abc"))
+    assert.equal("da39a3ee5e6b4b0d3255bfef95601890afd80709", core.sha1_hex(""))
     assert.equal("84983e441c3bd26ebaae4aa1f95129e5e54670f1",
-                 collector.sha1_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"))
+                 core.sha1_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"))
   end)
 end)

@@ -114,6 +114,22 @@ describe("identity hub GET /v1/enrich", function()
       assert.is_nil(res.headers["set-cookie"])   -- the hub never mints the cookie
     end)
 
+    it("reads the cookie by the collector's rules: up to 128 characters, never a malformed one", function()
+      local browser = require "signal.integrations.amperity.browser"
+      local long = "dfid_" .. string.rep("h", 123)                     -- 128 characters
+      local slice = assert(redis:call("GET", browser.key(ORG, "dfid_hub_jane")))
+      assert(redis:call("SET", browser.key(ORG, long), slice, "EX", 60))
+      assert(redis:call("SET", browser.key(ORG, long .. "h"), slice, "EX", 60))
+      assert(redis:call("SET", browser.key(ORG, "a b"), slice, "EX", 60))
+      assert.equal("Value Hunter", H.json(get("_dfdid=" .. long)).attributes.Persona)
+      assert.equal("Value Hunter", H.json(get('_dfdid="' .. long .. '"')).attributes.Persona)
+      for _, cookie in ipairs({ "_dfdid=" .. long .. "h", "_dfdid=a b" }) do
+        local res = get(cookie)
+        assert.equal('{"provider":"amperity","attributes":{}}', res.body, cookie)
+        assert.is_nil(res.headers["set-cookie"], cookie)
+      end
+    end)
+
     it("answers an unresolved visitor with an empty attributes object", function()
       local res = get("_dfdid=dfid_never_seen")
       assert.equal(200, res.status)
@@ -135,6 +151,11 @@ describe("identity hub GET /v1/enrich", function()
       assert.equal("true", res.headers["access-control-allow-credentials"])
       res = get("_dfdid=dfid_hub_jane", "https://evil.example.net")
       assert.is_nil(res.headers["access-control-allow-origin"])
+      -- origins compared as the collector compares them: case, default port
+      for _, o in ipairs({ "HTTPS://SHOP.EXAMPLE.COM", "https://shop.example.com:443" }) do
+        assert.equal(o, get("_dfdid=dfid_hub_jane", o).headers["access-control-allow-origin"], o)
+      end
+      assert.is_nil(get("_dfdid=dfid_hub_jane", "https://shop.example.com:444").headers["access-control-allow-origin"])
     end)
 
     it("answers the CORS preflight for the pipeline's origin only", function()
@@ -147,6 +168,9 @@ describe("identity hub GET /v1/enrich", function()
       res = assert(H.request("OPTIONS", eng.url .. "/v1/enrich?provider=amperity",
         { Origin = "https://evil.example.net", ["Access-Control-Request-Method"] = "GET" }))
       assert.is_nil(res.headers["access-control-allow-origin"])
+      res = assert(H.request("OPTIONS", eng.url .. "/v1/enrich?provider=amperity",
+        { Origin = "HTTPS://SHOP.EXAMPLE.COM:443", ["Access-Control-Request-Method"] = "GET" }))
+      assert.equal("HTTPS://SHOP.EXAMPLE.COM:443", res.headers["access-control-allow-origin"])
     end)
   end)
 end)

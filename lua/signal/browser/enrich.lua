@@ -13,12 +13,14 @@
 -- (the collector does) and never calls a vendor.
 --
 -- Feature gate: off (404) unless IDENTITY_HUB_ORG_ID or identity_hub.org_id
--- is set, and the 404's message says so.
+-- is set, and the message says so (a common setup mistake).
 --
--- CORS (signal.cors): the page is on the pipeline's site and this endpoint on
--- Signal's host, and the request carries the cookie, so the answer names the
--- exact Origin with credentials, for any origin of any pipeline (the request
--- has no pipeline key).
+-- The cookie and CORS are the collector's rules (engine/collect, through
+-- signal.identity and signal.cors): the cookie is read, never minted; the
+-- page is on the pipeline's site and this endpoint on Signal's host, and the
+-- request carries the cookie, so the answer names the exact Origin with
+-- credentials, for any origin of any pipeline (the request has no pipeline
+-- key).
 local http = require "signal.http.response"
 local log = require "signal.observe.log"
 local cors = require "signal.cors"

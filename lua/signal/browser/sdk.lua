@@ -13,6 +13,8 @@ local core = require "signal.core"
 local cjson = require "cjson"
 local http = require "signal.http.response"
 local destinations = require "signal.destinations"
+local cors = require "signal.cors"
+local identity = require "signal.identity"
 
 local M = {}
 
@@ -27,11 +29,11 @@ local function read_sdk()
   return s
 end
 
--- The collector's public origin as the browser reached it.
-local function endpoint_for(req, trusted_https)
+-- The collector's public origin as the browser reached it: https when a
+-- trusted proxy says so (the collector's rule, signal.identity).
+local function endpoint_for(ctx, req)
   local host = req.headers.host or "127.0.0.1"
-  local proto = "http"
-  if trusted_https(req) then proto = "https" end
+  local proto = identity.is_https(ctx, req) and "https" or "http"
   return proto .. "://" .. host
 end
 
@@ -61,13 +63,6 @@ end
 
 function M.init(ctx, router)
   local sdk = read_sdk()
-  local ok, cors = pcall(require, "signal.cors")
-  local trusted = {}
-  for _, ip in ipairs(ctx.cfg.trusted_proxies or {}) do trusted[ip] = true end
-  -- X-Forwarded-Proto counts only from a trusted proxy (else anyone could claim https).
-  local function trusted_https(req)
-    return trusted[req.remote_addr or ""] and (req.headers["x-forwarded-proto"] or ""):lower() == "https"
-  end
   local built = {}   -- pipeline key .. endpoint → script, built once
 
   router:add({ "GET", "HEAD" }, "/datafly.js", function()
@@ -79,7 +74,7 @@ function M.init(ctx, router)
     if not p then
       return http.error(404, "INVALID_PIPELINE_KEY", "no pipeline with key " .. params.key:sub(1, 64))
     end
-    local endpoint = endpoint_for(req, trusted_https)
+    local endpoint = endpoint_for(ctx, req)
     local cache_key = p.key .. "\0" .. endpoint
     local body = built[cache_key]
     if not body then
@@ -87,10 +82,7 @@ function M.init(ctx, router)
       built[cache_key] = body
     end
     local headers = { ["Content-Type"] = JS, ["Cache-Control"] = "public, max-age=300" }
-    if ok and cors.headers then
-      for k, v in pairs(cors.headers(ctx, req, p) or {}) do headers[k] = v end
-    end
-    return 200, headers, body
+    return 200, cors.headers(ctx, req, p, headers), body
   end)
 end
 

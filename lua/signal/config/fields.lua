@@ -4,12 +4,14 @@
 -- fields come from its destination's settings (signal.destinations), chosen
 -- by its `type`. One declaration drives validation, the error text and the
 -- README's config reference (tools/config-reference.lua).
+local core = require "signal.core"
 local schema = require "signal.config.schema"
 local destinations = require "signal.destinations"
 local consent = require "signal.pipeline.consent"
 
 local type, ipairs, tonumber = type, ipairs, tonumber
 local quote = schema.quote
+local parse_ip = core.collect.parse_ip
 
 local M = {}
 
@@ -66,52 +68,22 @@ local function redis_url(v)
   return true
 end
 
-local function ipv4(s)
-  local a, b, c, d = s:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
-  if not a then return false end
-  for _, x in ipairs({ a, b, c, d }) do
-    if #x > 3 or tonumber(x) > 255 then return false end
-  end
-  return true
-end
-
-local function ipv6(s)
-  if not s:find(":", 1, true) or not s:find("^[%x:%.]+$") then return false end
-  local head, tail = s:match("^(.-)::(.*)$")
-  if head and tail:find("::", 1, true) then return false end
-  local function groups(part)
-    if part == "" then return 0 end
-    local n = 0
-    for g in (part .. ":"):gmatch("([^:]*):") do
-      if g:find("%.") then
-        if not ipv4(g) then return nil end
-        n = n + 2
-      elseif not g:find("^%x%x?%x?%x?$") then
-        return nil
-      else
-        n = n + 1
-      end
-    end
-    return n
-  end
-  if head then
-    local a, b = groups(head), groups(tail)
-    return a ~= nil and b ~= nil and a + b < 8
-  end
-  return groups(s) == 8
-end
-
+-- Addresses are parsed by the collector's own rule (core.collect.parse_ip,
+-- which matches requests against these ranges): what validates here is
+-- exactly what matches there.
 local function ip_or_cidr(v)
   local addr, bits = v:match("^([^/]+)/(%d+)$")
   addr = addr or v
-  if ipv4(addr) then
-    if bits and tonumber(bits) > 32 then return nil, "IPv4 prefix length must be 0-32, got " .. bits end
-    return true
-  elseif ipv6(addr) then
-    if bits and tonumber(bits) > 128 then return nil, "IPv6 prefix length must be 0-128, got " .. bits end
-    return true
+  local b = parse_ip(addr)
+  if not b then
+    return nil, 'must be an IP address or CIDR range (e.g. "10.0.0.0/8", "::1"), got ' .. quote(v)
   end
-  return nil, 'must be an IP address or CIDR range (e.g. "10.0.0.0/8", "::1"), got ' .. quote(v)
+  -- "::ffff:10.0.0.0/104" is an IPv4 range written in IPv6 bits
+  local max = (#b == 16 or addr:find(":", 1, true)) and 128 or 32
+  if bits and tonumber(bits) > max then
+    return nil, (max == 32 and "IPv4" or "IPv6") .. " prefix length must be 0-" .. max .. ", got " .. bits
+  end
+  return true
 end
 
 local function cookie_domain(v)
@@ -142,11 +114,9 @@ local function origin(v)
   return true
 end
 
--- browsers send the origin lower-cased and without the default port
-local function canonical_origin(v)
-  v = v:lower()
-  return (v:gsub("^(https://.-):443$", "%1"):gsub("^(http://.-):80$", "%1"))
-end
+-- the form origins are compared in (the collector's rule: lower case, no
+-- default port — what browsers send)
+local canonical_origin = core.collect.canonical_origin
 
 local function name_token(v)
   if v:find("^[%w_%-]+$") then return true end

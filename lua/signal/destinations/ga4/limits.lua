@@ -20,7 +20,8 @@
 -- into snake_case ("Flight Searched" → flight_searched), which is the
 -- mapping, not a correction.
 local corrections = require "signal.pipeline.corrections"
-local event = require "signal.pipeline.event"
+-- snake_case as the collector converts names (core.collect.snake)
+local snake = require("signal.core").collect.snake
 
 local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
 local sort, concat = table.sort, table.concat
@@ -115,7 +116,7 @@ function M.event_name(raw, e, cfg, list)
   end
   -- "Order Completed" is words: lower-cased and joined; "orderCompleted"
   -- is camelCase: split first
-  local name = clean(lower(find(raw, "%s") and raw or event.snake(raw)))
+  local name = clean(lower(find(raw, "%s") and raw or snake(raw)))
   if name == "" then
     return nil, add(list, e, cfg, "event_name_invalid",
       "GA4 limit: event name '" .. raw .. "' has no letters or digits; event not sent")

@@ -7,7 +7,8 @@
 -- attributes and derives snake_case property names, a table maps them
 -- explicitly); base_url is always set (from region).
 local schema = require "signal.config.schema"
-local event = require "signal.pipeline.event"
+-- snake_case as the collector converts names (core.collect.snake)
+local snake = require("signal.core").collect.snake
 local limits = require "signal.destinations.ga4.limits"
 
 local type, pairs, ipairs, tostring = type, pairs, ipairs, tostring
@@ -40,7 +41,7 @@ end
 -- property_name(attr) → the user property an attribute becomes by default
 -- (LifetimeTier → lifetime_tier)
 function M.property_name(attr)
-  return (event.snake(attr):lower():gsub("[^%w_]+", "_"))
+  return (snake(attr):lower():gsub("[^%w_]+", "_"))
 end
 
 -- user_properties(v) → list of { attr, name } | nil, message

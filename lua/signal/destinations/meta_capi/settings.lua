@@ -7,7 +7,8 @@
 -- list derives snake_case keys, a table maps them, e.g. { PredictedCLV =
 -- "predicted_ltv" }).
 local schema = require "signal.config.schema"
-local event = require "signal.pipeline.event"
+-- snake_case as the collector converts names (core.collect.snake)
+local snake = require("signal.core").collect.snake
 
 local type, pairs, ipairs, tostring, next = type, pairs, ipairs, tostring, next
 local sort = table.sort
@@ -49,7 +50,7 @@ end
 function M.parse_attributes(v)
   if v == nil then return {} end
   local out = {}
-  local function add(a, k) out[#out + 1] = { attr = a, key = k or event.snake(a):lower() } end
+  local function add(a, k) out[#out + 1] = { attr = a, key = k or snake(a):lower() } end
   if type(v) == "string" then
     for a in v:gmatch("[^,]+") do
       a = a:match("^%s*(.-)%s*$")
