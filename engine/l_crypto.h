@@ -2,7 +2,7 @@
  * l_crypto.h — OS random bytes for C callers (engine/l_crypto.c).
  *
  * core.random_hex and core.uuid draw from a pool of getrandom() bytes, one
- * pool per lua_State; the collector's C lane (engine/ingest.c) keeps a pool
+ * pool per lua_State; the collector (engine/collect/) keeps a pool
  * of its own and mints cookie ids and message ids with these functions.
  * Each byte of a pool is handed out once.
  */

@@ -304,9 +304,9 @@ static int ad_attach(redis_conn *c, redisAsyncContext *ac, struct event_base *ba
     return 0;
 }
 
-/* ---- lite replies (engine/ingest.c) ------------------------------------------ */
+/* ---- lite replies (engine/collect/) --------------------------------------------- */
 
-/* The collector's C lane reads only the types of its replies (+QUEUED, an
+/* The collector (engine/collect/) reads only the types of its replies (+QUEUED, an
  * XADD id, MGET's nils, EXEC's array) and the text of errors. hiredis's
  * default reader allocates an object and a copy of the string for every
  * one of them: ~12 allocations per event. On a connection set to lite
@@ -851,7 +851,7 @@ static int l_connect(lua_State *L)
     return 1;
 }
 
-/* ---- C API (engine/ingest.c) ------------------------------------------------ */
+/* ---- C API (engine/collect/) ------------------------------------------------ */
 
 redis_conn **sg_redis_checkconn(lua_State *L, int idx)
 {

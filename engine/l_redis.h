@@ -1,7 +1,7 @@
 /*
  * l_redis.h — a core.redis connection for C callers (engine/l_redis.c).
  *
- * The collector's C lane (engine/ingest.c) is configured with a connection
+ * The collector (engine/collect/) is configured with a connection
  * Lua made (core.redis.connect) and sends its commands through that
  * connection's hiredis async context, so reconnects, backoff and the
  * per-command timeout are l_redis.c's, written once.

@@ -22,7 +22,7 @@ typedef struct sg_server sg_server;
 /* Binds w's listener (SO_REUSEPORT) on the engine's address. */
 int server_start(worker_t *w);
 
-/* A C handler offered every request before Lua (the collector's C lane,
+/* A C handler offered every request before Lua (the collector, engine/collect/,
  * ingest_try): 1 when it took the request — it has replied, or will,
  * through server_reply_raw — 0 when Lua must serve it. It reads the
  * request through server_request_view. The server knows no handler by
@@ -38,7 +38,7 @@ void server_stop_accepting(worker_t *w);
 void server_free(worker_t *w);
 
 /* A read-only view of the request being dispatched, for the request hook
- * (engine/ingest.c). Valid only during the dispatch call: copy what must
+ * (engine/collect/). Valid only during the dispatch call: copy what must
  * outlive it. */
 typedef struct {
     const char *method, *path, *body;

@@ -418,7 +418,7 @@ void worker_destroy(worker_t *w)
     w->ready_ev = w->stop_ev = w->reload_ev = w->stop_timer = NULL;
 }
 
-/* The HTTP server; the collector's C lane sees every request before Lua
+/* The HTTP server; the collector (engine/collect/) sees every request before Lua
  * (it declines what it cannot serve alone, and all of it until
  * core.ingest_configure has run). */
 static int start_server(worker_t *w)

@@ -55,7 +55,7 @@ redis-server --port $((P + 3)) --save '' --appendonly no --daemonize yes --dir "
 if SIGNAL_BIN=$ROOT/build/signal-asan SIGNAL_ROOT=$ROOT SIGNAL_TEST_TMP=$TMP/spec \
    SIGNAL_TEST_REDIS=redis://127.0.0.1:$((P + 3))/0 \
    busted -o utfTerminal spec/02-integration/03-http_server_spec.lua spec/02-integration/10-collector_spec.lua \
-   spec/02-integration/12-identity_cors_spec.lua spec/02-integration/13-ingest_lane_spec.lua \
+   spec/02-integration/12-identity_cors_spec.lua spec/02-integration/13-collector_conditions_spec.lua \
    >"$TMP/busted.out" 2>&1; then
   echo "ok: $(grep -aE '[0-9]+ success' "$TMP/busted.out" | tail -1)"
 else

@@ -1,7 +1,7 @@
 /*
  * normalize.c — one Segment/Datafly message (camelCase: userId,
  * anonymousId, context.userAgent …) → the canonical snake_case event that
- * enrichment, blueprints and customer scripts see (lua/signal/README.md).
+ * enrichment, blueprints and customer scripts see (docs/lua-runtime.md).
  *
  * The message is a node of a parsed body (json.c): the converted levels —
  * the message, its context and the context objects whose keys are

@@ -23,7 +23,7 @@
 -- event's linking keys (email, phone, user id: engine/collect/stitch.c) in
 -- signal:{pk}:id:<canonical_id>; the processor calls stitch() (one HGETALL)
 -- before enrichment, so a later anonymous event from the same device
--- resolves against Amperity with the email an earlier identify gave.
+-- is enriched with the email an earlier identify gave.
 
 local core = require "signal.core"
 local queue = require "signal.redis.keys"

@@ -1,5 +1,5 @@
 -- spec/01-unit/event_spec.lua — Segment/Datafly camelCase messages → the
--- canonical snake_case event (lua/signal/README.md) and message validation,
+-- canonical snake_case event (docs/lua-runtime.md) and message validation,
 -- as the collector does them (engine/collect/normalize.c, through
 -- core.collect.normalize); and signal.pipeline.event's ISO-8601 and identity-fields
 -- helpers.

@@ -115,7 +115,7 @@ describe("identity hub GET /v1/enrich", function()
     end)
 
     it("reads the cookie by the collector's rules: up to 128 characters, never a malformed one", function()
-      local browser = require "signal.integrations.amperity.browser"
+      local browser = require "signal.destinations.amperity.browser"
       local long = "dfid_" .. string.rep("h", 123)                     -- 128 characters
       local slice = assert(redis:call("GET", browser.key(ORG, "dfid_hub_jane")))
       assert(redis:call("SET", browser.key(ORG, long), slice, "EX", 60))

@@ -53,8 +53,6 @@ M.HELP = {
   signal_events_rejected_total = "Events rejected by the collector, by reason.",
   signal_redis_errors_total = "Redis commands that failed, by kind: oom (Redis refuses writes at maxmemory),"
     .. " readonly, down, other.",
-  signal_ingest_lane_total = "Events the collector served in its C lane (engine/ingest.c); the rest of the"
-    .. " received events took the Lua path.",
   signal_events_deduplicated_total = "Events acknowledged but not enqueued again (messageId seen).",
   signal_events_processed_total = "Events taken off the raw stream and mapped.",
   signal_events_dead_lettered_total = "Events the processor could not process (raw dead letters).",
@@ -232,7 +230,7 @@ local function collect_histograms()
 end
 
 -- observe_counts(name, lbl, counts, sum): observations counted elsewhere
--- (engine/ingest.c): counts[i] per bucket as BUCKETS has them, [#BUCKETS+1]
+-- (engine/collect/): counts[i] per bucket as BUCKETS has them, [#BUCKETS+1]
 -- above the last; sum of their values.
 function M.observe_counts(name, lbl, counts, sum)
   name = full(name)
@@ -244,7 +242,7 @@ function M.observe_counts(name, lbl, counts, sum)
 end
 
 -- add_source(fn): fn() runs before every flush, to add what was counted
--- outside Lua (the collector's C lane) with inc/observe_counts.
+-- outside Lua (the collector, engine/collect/) with inc/observe_counts.
 function M.add_source(fn)
   sources[#sources + 1] = fn
 end

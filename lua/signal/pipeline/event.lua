@@ -1,5 +1,5 @@
 -- signal.pipeline.event — time and identity helpers over the canonical
--- event (lua/signal/README.md) that the pipeline uses.
+-- event (docs/lua-runtime.md) that the pipeline uses.
 --
 --   event.days_from_civil(y, m, d)  → days since 1970-01-01
 --   event.parse_iso8601(s)          → seconds since the epoch | nil

@@ -5,7 +5,7 @@
 -- path is parsed once, when a preset or script is loaded, into a small closure
 -- `get(event) -> value|nil` specialised for its depth (one, two, three or four
 -- table lookups; deeper paths walk a key list). A path that names no real part
--- of the canonical event (lua/signal/README.md) is a load error, not a silent
+-- of the canonical event (docs/lua-runtime.md) is a load error, not a silent
 -- nil at run time.
 --
 -- Grammar: segments joined by ".". The first segment is a root:

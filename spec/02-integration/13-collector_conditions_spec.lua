@@ -1,5 +1,4 @@
--- The collector's one path (engine/collect) under the conditions that used
--- to tell its C lane and its Lua path apart: random mixes of cookies,
+-- The collector (engine/collect) under hard conditions: random mixes of cookies,
 -- forwarding chains, https claims, origins and user agents on every kind of
 -- route; repeated messageIds; Redis stopped, stalled past the command
 -- timeout, or failing a command inside the transaction.
