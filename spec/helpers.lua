@@ -285,7 +285,7 @@ function H.raw_entries(pk, redis_url)
 end
 
 -- dedupe_marker(pk, message_id[, ttl_s[, redis_url]]) → the dedupe window
--- hash (signal.collector dedupe_window) holding message_id — the current
+-- hash (signal.collect dedupe_window) holding message_id — the current
 -- window or the one before, as the collector looks — and that key's TTL
 -- in seconds; nil when neither holds it.
 function H.dedupe_marker(pk, mid, ttl_s, redis_url)

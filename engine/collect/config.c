@@ -2,7 +2,7 @@
  * config.c — what Lua hands the collector (core.ingest_configure) and what
  * it hands back (core.ingest_stats).
  *
- * The configuration stays Lua's: lua/signal/collector.lua reads the config
+ * The configuration stays Lua's: lua/signal/collect/init.lua reads the config
  * file's pipelines, keys and origins, builds the Redis key names with
  * signal.redis.keys (the one owner of the key layout), and passes them here with
  * the routes, the cookie domain, the trusted proxies, the dedupe and

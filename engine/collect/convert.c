@@ -74,7 +74,7 @@ static void refuse_built(sg_convert *cv, int status, const char *code, const cha
 
 /* ---- the body ------------------------------------------------------------- */
 
-/* collector.lua acceptable_type: JSON comes as application/json or
+/* acceptable_type: JSON comes as application/json or
  * text/plain (analytics.js and datafly.js avoid the preflight that way);
  * others are tried too, and named when the body is not JSON */
 static int acceptable_type(const char *ct, size_t n)

@@ -11,7 +11,7 @@
  *   any other method                                405
  *
  * The server offers every request to ingest_try before Lua sees it; a path
- * that is not one of the configured routes (collector.lua hands them over
+ * that is not one of the configured routes (lua/signal/collect/init.lua hands them over
  * with core.ingest_configure) goes on to Lua. For a POST the flow is, in
  * the order its refusals take precedence:
  *   body over 500 KB → 413; X-Pipeline-Key naming no pipeline → 401;

@@ -676,7 +676,7 @@ static void validate(job_t *jb)
     else if (mid) reason(jb->ws, "messageId: must be a string");
 }
 
-/* collector.lua client_message_id: the sender chose the id when messageId
+/* client_message_id: the sender chose the id when messageId
  * (else message_id) is a non-empty string or a number. The message's
  * members, decoded, are at hand: the last of each key is its value. */
 static int client_message_id(const job_t *jb)

@@ -1,8 +1,8 @@
 /*
  * stitch.c — the identity linking keys an event carries: its email, phone
  * and user id, which the commit remembers in signal:{pk}:id:<canonical_id>
- * (commit.c) so that a later anonymous event of the same browser resolves
- * against Amperity with them (identity.stitch reads the hash back in the
+ * (commit.c) so that a later anonymous event of the same browser is
+ * enriched with them (signal.pipeline.stitch reads the hash back in the
  * processor).
  *
  * Taken from identify events (traits, context.traits, then properties) and
@@ -28,7 +28,7 @@ static int32_t find(const sg_obj_view *v, const char *name, size_t n)
 
 #define FIND(v, lit) find((v), lit, sizeof(lit) - 1)
 
-/* identity.lua present(): a string with a non-space character, or an
+/* present(): a string with a non-space character, or an
  * integer of at most 15 digits (as decimal), appended to aux → 1; else 0 */
 static int present_node(const sg_json *j, int32_t c, sg_bytes *aux, size_t *off, size_t *len)
 {

@@ -17,9 +17,9 @@
  * it could be forged. Hops come as "[::1]:80", "1.2.3.4:5678" and
  * "fe80::1%eth0": brackets, ports and zones are dropped.
  *
- * Addresses are parsed the way identity.lua parsed them (leading zeros in
- * IPv4 parts are decimal, "010.1.2.3" is 10.1.2.3), so a deployment's
- * trusted_proxies keep matching what they matched.
+ * Leading zeros in IPv4 parts are decimal ("010.1.2.3" is 10.1.2.3), as
+ * they always were here, so a deployment's trusted_proxies keep matching
+ * what they matched.
  */
 #include "visitor.h"
 #include "limits.h"

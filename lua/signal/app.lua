@@ -17,7 +17,7 @@ local M = {}
 -- Order matters only for route shadowing; background tasks start after.
 local MODULES = {
   "signal.observe.metrics",       -- counters first: everyone else records into them
-  "signal.collector",     -- POST /v1/t … /v1/batch, /v1/events
+  "signal.collect",       -- POST /v1/t … /v1/batch, /v1/events
   "signal.browser.enrich",  -- GET /v1/enrich
   "signal.browser.sdk",           -- GET /datafly.js, /v1/js/{key}/datafly.js
   "signal.observe.admin",         -- /v1/admin/*, /live

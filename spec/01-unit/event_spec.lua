@@ -7,7 +7,7 @@
 local event = require "signal.pipeline.event"
 local core = require "signal.core"
 local cjson = require "cjson"
-local collector = require "signal.collector"
+local collector = require "signal.collect"
 
 -- normalize(msg, ctx), as the collector's C conversion runs it on the
 -- message's JSON: → the decoded event | nil, reasons

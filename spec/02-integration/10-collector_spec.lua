@@ -8,8 +8,8 @@ local H = require "helpers"
 local cjson = require "cjson"
 local core = require "signal.core"
 local queue = require "signal.redis.keys"
-local identity = require "signal.identity"
-local collector = require "signal.collector"
+local stitch = require "signal.pipeline.stitch"
+local collector = require "signal.collect"
 
 local PK_A, PK_B = "dk_col_a", "dk_col_b"
 local ORIGIN_A, ORIGIN_B = "https://www.example.com", "https://shop.example.org"
@@ -768,7 +768,7 @@ describe("collector", function()
   end)
 
   describe("identity stitching", function()
-    it("remembers identify traits per device so identity.stitch resolves a later anonymous event", function()
+    it("remembers identify traits per device so the pipeline's stitching resolves a later anonymous event", function()
       local res = post(A, "/v1/i", { userId = "cust-7", anonymousId = "a7",
                                      traits = { email = "jane@example.com", phone = "+1 212 555 0142", plan = "pro" } },
                        { ["X-Pipeline-Key"] = PK_A, Origin = ORIGIN_A })
@@ -779,7 +779,7 @@ describe("collector", function()
       local later = H.raw_entries(PK_A)[2].ev
       assert.is_nil(later.identity)
       local r = H.redis()
-      local got = identity.stitch({ redis = r }, PK_A, later)
+      local got = stitch.run({ redis = r }, PK_A, later)
       assert.same({ email = "jane@example.com", phone = "+1 212 555 0142", user_id = "cust-7" }, got)
       assert.same(got, later.identity)
       local ttl = r:call("TTL", queue.identity(PK_A, id))
@@ -796,7 +796,7 @@ describe("collector", function()
       assert.equal(200, res.status, res.body)
       local r = H.redis()
       assert.same({ email = "b@example.com", phone = "+1 555", user_id = "cust-9" },
-                  identity.stitch({ redis = r }, PK_A, { canonical_id = cid }))
+                  stitch.run({ redis = r }, PK_A, { canonical_id = cid }))
       r:close()
     end)
 
@@ -808,10 +808,10 @@ describe("collector", function()
       post(A, "/v1/t", track({ anonymousId = "a8", context = { traits = { email = "k@example.com" } } }),
            { ["X-Pipeline-Key"] = PK_A, Cookie = "_dfdid=" .. cid })
       local ev = { canonical_id = cid }
-      assert.same({ email = "k@example.com" }, identity.stitch({ redis = r }, PK_A, ev))
+      assert.same({ email = "k@example.com" }, stitch.run({ redis = r }, PK_A, ev))
       -- no cookie-less lookups, no error for an unknown device
-      assert.is_nil(identity.stitch({ redis = r }, PK_A, { canonical_id = "dfid_unknown" }))
-      assert.is_nil(identity.stitch({ redis = r }, PK_A, {}))
+      assert.is_nil(stitch.run({ redis = r }, PK_A, { canonical_id = "dfid_unknown" }))
+      assert.is_nil(stitch.run({ redis = r }, PK_A, {}))
       r:close()
     end)
   end)

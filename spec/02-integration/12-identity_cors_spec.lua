@@ -1,13 +1,13 @@
 -- The collector's rules (engine/collect, in C) as the Lua modules reach
--- them — signal.identity and signal.cors for the identity hub and the SDK
+-- them — signal.collect.visitor and signal.collect.cors for the identity hub and the SDK
 -- routes, core.collect for the rest: table-driven cases for what the
 -- collector specs only touch through HTTP — X-Forwarded-For walks with
 -- IPv4, IPv6 and CIDRs, cookie parsing, linking keys, CORS grants, Basic
 -- credentials.
 local core = require "signal.core"
 local cjson = require "cjson"
-local identity = require "signal.identity"
-local cors = require "signal.cors"
+local visitor = require "signal.collect.visitor"
+local cors = require "signal.collect.cors"
 
 local function ctx_with(proxies, extra)
   local cfg = { trusted_proxies = proxies }
@@ -20,7 +20,7 @@ end
 
 local function req(peer, headers) return { remote_addr = peer, headers = headers or {}, query = "" } end
 
-describe("identity.client_ip", function()
+describe("visitor.client_ip", function()
   local cases = {
     -- trusted proxies, peer, X-Forwarded-For, expected client
     { { "127.0.0.1" }, "127.0.0.1", nil, "127.0.0.1" },
@@ -44,17 +44,17 @@ describe("identity.client_ip", function()
   for i, c in ipairs(cases) do
     it("case " .. i .. ": peer " .. c[2] .. ", X-Forwarded-For " .. tostring(c[3]) .. " → " .. c[4], function()
       local ctx = ctx_with(c[1])
-      assert.equal(c[4], identity.client_ip(ctx, req(c[2], { ["x-forwarded-for"] = c[3] })))
+      assert.equal(c[4], visitor.client_ip(ctx, req(c[2], { ["x-forwarded-for"] = c[3] })))
     end)
   end
 
   it("parses addresses to 4 or 16 bytes, refusing malformed ones", function()
-    assert.equal(4, #identity.parse_ip("192.0.2.1"))
-    assert.equal(16, #identity.parse_ip("2001:db8::1"))
-    assert.equal(16, #identity.parse_ip("::"))
-    assert.equal(identity.parse_ip("192.0.2.1"), identity.parse_ip("::ffff:192.0.2.1"))
+    assert.equal(4, #visitor.parse_ip("192.0.2.1"))
+    assert.equal(16, #visitor.parse_ip("2001:db8::1"))
+    assert.equal(16, #visitor.parse_ip("::"))
+    assert.equal(visitor.parse_ip("192.0.2.1"), visitor.parse_ip("::ffff:192.0.2.1"))
     for _, bad in ipairs({ "256.1.1.1", "1.2.3", "1::2::3", "12345::1", "example.com", "" }) do
-      assert.is_nil(identity.parse_ip(bad), bad)
+      assert.is_nil(visitor.parse_ip(bad), bad)
     end
   end)
 end)
@@ -80,20 +80,20 @@ describe("identity cookie", function()
       { "a=1, _dfdid=dfid_8", "dfid_8" },   -- two Cookie headers, joined
     }
     for _, c in ipairs(cases) do
-      assert.equal(c[2], identity.read_cookie(req("127.0.0.1", { cookie = c[1] })), c[1])
+      assert.equal(c[2], visitor.read_cookie(req("127.0.0.1", { cookie = c[1] })), c[1])
     end
   end)
 
   it("mints with mint ~= false only, with Secure only behind a trusted https proxy", function()
     local ctx = ctx_with({ "127.0.0.1" }, { cookie_domain = ".example.com" })
-    assert.is_nil(identity.canonical_id(ctx, req("127.0.0.1"), false))
-    local id, set = identity.canonical_id(ctx, req("127.0.0.1", { ["x-forwarded-proto"] = "https" }))
+    assert.is_nil(visitor.canonical_id(ctx, req("127.0.0.1"), false))
+    local id, set = visitor.canonical_id(ctx, req("127.0.0.1", { ["x-forwarded-proto"] = "https" }))
     assert.matches("^dfid_%x+$", id)
     assert.equal("_dfdid=" .. id .. "; Path=/; Max-Age=34560000; HttpOnly; SameSite=Lax; Domain=.example.com; Secure",
                  set)
-    local _, plain = identity.canonical_id(ctx, req("192.0.2.1", { ["x-forwarded-proto"] = "https" }))
+    local _, plain = visitor.canonical_id(ctx, req("192.0.2.1", { ["x-forwarded-proto"] = "https" }))
     assert.is_nil(plain:find("Secure", 1, true))
-    local same, none = identity.canonical_id(ctx, req("127.0.0.1", { cookie = "_dfdid=dfid_x" }))
+    local same, none = visitor.canonical_id(ctx, req("127.0.0.1", { cookie = "_dfdid=dfid_x" }))
     assert.equal("dfid_x", same)
     assert.is_nil(none)
   end)

@@ -16,15 +16,15 @@
 -- is set, and the message says so (a common setup mistake).
 --
 -- The cookie and CORS are the collector's rules (engine/collect, through
--- signal.identity and signal.cors): the cookie is read, never minted; the
+-- signal.collect.visitor and signal.collect.cors): the cookie is read, never minted; the
 -- page is on the pipeline's site and this endpoint on Signal's host, and the
 -- request carries the cookie, so the answer names the exact Origin with
 -- credentials, for any origin of any pipeline (the request has no pipeline
 -- key).
 local http = require "signal.http.response"
 local log = require "signal.observe.log"
-local cors = require "signal.cors"
-local identity = require "signal.identity"
+local cors = require "signal.collect.cors"
+local visitor = require "signal.collect.visitor"
 local destinations = require "signal.destinations"
 
 local tostring = tostring
@@ -75,7 +75,7 @@ function M.init(ctx, router)
       return http.error(400, "UNKNOWN_PROVIDER", 'unknown provider "' .. provider:sub(1, 40)
         .. '" (supported: ' .. SUPPORTED .. ")", h)
     end
-    local id = identity.read_cookie(req)   -- never minted here
+    local id = visitor.read_cookie(req)   -- never minted here
     local attrs = "{}"
     if id and id ~= "" then
       local err

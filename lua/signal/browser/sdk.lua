@@ -13,8 +13,8 @@ local core = require "signal.core"
 local cjson = require "cjson"
 local http = require "signal.http.response"
 local destinations = require "signal.destinations"
-local cors = require "signal.cors"
-local identity = require "signal.identity"
+local cors = require "signal.collect.cors"
+local visitor = require "signal.collect.visitor"
 
 local M = {}
 
@@ -30,10 +30,10 @@ local function read_sdk()
 end
 
 -- The collector's public origin as the browser reached it: https when a
--- trusted proxy says so (the collector's rule, signal.identity).
+-- trusted proxy says so (the collector's rule, signal.collect.visitor).
 local function endpoint_for(ctx, req)
   local host = req.headers.host or "127.0.0.1"
-  local proto = identity.is_https(ctx, req) and "https" or "http"
+  local proto = visitor.is_https(ctx, req) and "https" or "http"
   return proto .. "://" .. host
 end
 

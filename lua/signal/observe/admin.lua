@@ -27,7 +27,7 @@ local core = require "signal.core"
 local http = require "signal.http.response"
 local queue = require "signal.redis.keys"
 local log = require "signal.observe.log"
-local identity = require "signal.identity"
+local visitor = require "signal.collect.visitor"
 local destinations = require "signal.destinations"
 local reload = require "signal.pipeline.reload"
 local live = require "signal.observe.live"
@@ -101,7 +101,7 @@ local function guard(ctx, fn, allow_query)
     if not token or token == "" then
       return http.error(404, "ADMIN_OFF", "admin API is off: set admin_token")
     end
-    local ip = identity.client_ip(ctx, req) or "unknown"
+    local ip = visitor.client_ip(ctx, req) or "unknown"
     local wait = locked(ctx, ip)
     if wait then
       return http.error(429, "TOO_MANY_ATTEMPTS", "too many failed admin authentications from this address;"

@@ -44,7 +44,7 @@ local metrics = require "signal.observe.metrics"
 local reload = require "signal.pipeline.reload"
 local blueprint = require "signal.pipeline.blueprint"
 local live = require "signal.observe.live"
-local identity = require "signal.identity"
+local stitch = require "signal.pipeline.stitch"
 local redis_script = require "signal.redis.script"
 
 local type, ipairs, pairs, pcall, tostring = type, ipairs, pairs, pcall, tostring
@@ -88,14 +88,14 @@ local function decode_entry(flist)
   return ev, evjson, injson
 end
 
--- stitch(batch, i, ev) → true, or false when the engine is stopping and the
+-- stitch_event(batch, i, ev) → true, or false when the engine is stopping and the
 -- entry stays pending. A Redis failure is not "nothing known": wait for
 -- Redis rather than send the event without the identity it has.
-local function stitch(batch, i, ev)
+local function stitch_event(batch, i, ev)
   local ps = batch.ps
   local delay = 100
   while true do
-    local sok, _, serr = pcall(identity.stitch, ps.ctx, ps.pk, ev)
+    local sok, _, serr = pcall(stitch.run, ps.ctx, ps.pk, ev)
     if not sok then
       log.warn("identity stitch failed", { pipeline = ps.pk, reason = tostring(serr) })
       return true
@@ -216,7 +216,7 @@ local function process_entry(batch, i, flist)
   if not ev then return dead(batch, i, cause, evjson, injson) end
   local mid = ev.message_id
   if type(mid) ~= "string" or mid == "" then mid = batch.ids[i] end
-  if identity and not stitch(batch, i, ev) then return end
+  if not stitch_event(batch, i, ev) then return end
   local infos = enrich.run(ps, ev)
   local record = batch.live_on and { "t", floor(core.now() * 1000) } or nil
   local lib = reload.current()

@@ -1,4 +1,4 @@
--- signal/collector.lua — the event API's configuration. The collector itself
+-- signal.collect — the event API's configuration. The collector itself
 -- is C (engine/collect/): every request to an event route is answered there,
 -- before Lua sees it, and its rules are there once (engine/API.md
 -- core.collect). This module hands it what only the configuration knows and

@@ -1,4 +1,4 @@
--- signal/cors.lua — CORS headers for the browser-facing routes Lua serves
+-- signal.collect.cors — CORS headers for the browser-facing routes Lua serves
 -- (the identity hub, the SDK routes). The collector answers its own
 -- preflights and requests in C; the rules — a grant names the one
 -- requesting origin with credentials, `Vary: Origin`, origins compared in
