@@ -67,7 +67,7 @@ typedef struct {
 
 /* events_rejected_total's reasons */
 enum { R_TOO_LARGE, R_INVALID_PIPELINE_KEY, R_INVALID_JSON, R_INVALID_BODY, R_INVALID_EVENT,
-       R_INVALID_BATCH, R_UNSUPPORTED_MEDIA_TYPE, R_REDIS_UNAVAILABLE, R_COUNT };
+       R_INVALID_BATCH, R_UNSUPPORTED_MEDIA_TYPE, R_REDIS_UNAVAILABLE, R_REDIS_OOM, R_COUNT };
 extern const char *const SG_REJECT_REASON[R_COUNT];
 
 typedef struct group group_t;

@@ -50,6 +50,8 @@
 
 static const char UNAVAILABLE_BODY[] =
     "{\"error\":{\"code\":\"REDIS_UNAVAILABLE\",\"message\":\"" SG_REPLY_UNAVAILABLE_MESSAGE "\"}}";
+static const char OOM_BODY[] =
+    "{\"error\":{\"code\":\"REDIS_OOM\",\"message\":\"" SG_REPLY_OOM_MESSAGE "\"}}";
 static const char OK_BODY[] = SG_REPLY_OK;
 
 /* One message of a group: its commands in g->d. */
@@ -296,10 +298,13 @@ static void group_answer(group_t *g)
     /* Replying may run the connection's next pipelined request, which can
      * join a new group: g is off every list by now. */
     l->inflight -= g->nw;
+    int oom = g->failed && strncmp(g->err, "OOM", 3) == 0;
+    const char *fail_body = oom ? OOM_BODY : UNAVAILABLE_BODY;
+    size_t fail_len = oom ? sizeof OOM_BODY - 1 : sizeof UNAVAILABLE_BODY - 1;
     for (int i = 0; i < g->nw; i++) {
         waiter *w = &g->w[i];
         if (g->failed) {
-            l->rejected[R_REDIS_UNAVAILABLE] += (uint64_t)w->n;
+            l->rejected[oom ? R_REDIS_OOM : R_REDIS_UNAVAILABLE] += (uint64_t)w->n;
         } else {
             for (int k = w->first; k < w->first + w->n; k++) {
                 if (g->m[k].dup) st->deduplicated++;
@@ -308,7 +313,7 @@ static void group_answer(group_t *g)
         }
         sg_collect_observe(l, w->route, M_POST, w->t0);
         if (g->failed)
-            server_reply_raw(w->c, 503, g->d.data + w->hdr, w->hdrl, UNAVAILABLE_BODY, sizeof UNAVAILABLE_BODY - 1);
+            server_reply_raw(w->c, 503, g->d.data + w->hdr, w->hdrl, fail_body, fail_len);
         else
             server_reply_raw(w->c, 200, g->d.data + w->hdr, w->hdrl + w->cookiel, OK_BODY, sizeof OK_BODY - 1);
     }

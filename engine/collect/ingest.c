@@ -48,7 +48,7 @@
 
 const char *const SG_REJECT_REASON[R_COUNT] = {
     "too_large", "invalid_pipeline_key", "invalid_json", "invalid_body", "invalid_event", "invalid_batch",
-    "unsupported_media_type", "redis_unavailable",
+    "unsupported_media_type", "redis_unavailable", "redis_oom",
 };
 
 static const char *const METHOD[M_COUNT] = { "POST", "OPTIONS", "GET", "HEAD", "PUT", "DELETE", "PATCH" };

@@ -12,6 +12,12 @@
 #define SG_REPLY_OK "{\"success\":true}"
 #define SG_REPLY_UNAVAILABLE_MESSAGE \
     "events could not be stored (Redis is unavailable); nothing was accepted, retry later"
+/* Redis answers -OOM at its memory limit: the client retries either way,
+ * but whoever reads the answer learns what to fix. */
+#define SG_REPLY_OOM_MESSAGE \
+    "events could not be stored: Redis is out of memory (maxmemory reached); nothing was accepted, retry" \
+    " later. Operators: free Redis memory or raise maxmemory (a delivery backlog during a vendor outage is" \
+    " the usual cause)"
 #define SG_JSON_HEADER "Content-Type: application/json\r\n"
 
 /* {"error":{"code":code,"message":message[,"details":[details]]}};

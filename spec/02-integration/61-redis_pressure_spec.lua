@@ -43,6 +43,11 @@ describe("an engine whose Redis is out of memory", function()
       ev.messageId = "oom-" .. i
       local res = H.post(eng, "/v1/t", cjson.encode(ev), { ["X-Pipeline-Key"] = PK })
       assert.equal(503, res.status, res.body)
+      -- the client retries either way; whoever reads the answer learns the cause
+      local err = cjson.decode(res.body).error
+      assert.equal("REDIS_OOM", err.code)
+      assert.matches("Redis is out of memory", err.message)
+      assert.matches("raise maxmemory", err.message)
     end
     local health = assert(H.request("GET", eng.url .. "/healthz"))
     assert.equal(503, health.status)
@@ -55,7 +60,7 @@ describe("an engine whose Redis is out of memory", function()
     local m = assert(H.request("GET", eng.url .. "/metrics"))
     assert.equal(200, m.status, m.body)
     assert.is_true((metric(m.body, 'signal_redis_errors_total{kind="oom"}') or 0) >= 1, m.body)
-    assert.is_true((metric(m.body, 'signal_events_rejected_total{reason="redis_unavailable"}') or 0) >= 3, m.body)
+    assert.is_true((metric(m.body, 'signal_events_rejected_total{reason="redis_oom"}') or 0) >= 3, m.body)
 
     -- room again: healthy, and the counts reach Redis, not one lost
     assert(r:call("CONFIG", "SET", "maxmemory", "0"))
@@ -63,7 +68,7 @@ describe("an engine whose Redis is out of memory", function()
       return assert(H.request("GET", eng.url .. "/healthz")).status == 200
     end, 10, "/healthz 200 once Redis takes writes")
     H.eventually(function()
-      local v = r:call("HGET", "signal:metrics", 'signal_events_rejected_total{reason="redis_unavailable"}')
+      local v = r:call("HGET", "signal:metrics", 'signal_events_rejected_total{reason="redis_oom"}')
       return tonumber(v) and tonumber(v) >= 3
     end, 10, "the rejected events counted in Redis")
   end)
