@@ -12,7 +12,8 @@
 -- schedule: one vendor's outage or slowness never delays another's
 -- deliveries.
 --
--- Outcome of one request, for every entry of its batch:
+-- Outcome of one request, for every entry of its batch (recorded by
+-- signal.deliver.outcome):
 --   delivered   done: XACK + XDEL (in batches, see flush_done).
 --   dropped     done too, and a warning: the vendor accepted and discarded it.
 --   retry       the payload goes into the ZSET keys.retry(pk, name) scored by
@@ -39,7 +40,6 @@
 -- claims entries idle longer than claim_idle_ms from other consumers and
 -- sends them again (at-least-once: a duplicate carries the same message_id).
 local core = require "signal.core"
-local cjson = require("cjson").new()
 local queue = require "signal.redis.keys"
 local consumer = require "signal.redis.consumer"
 local redis_script = require "signal.redis.script"
@@ -49,21 +49,18 @@ local live = require "signal.observe.live"
 local destinations = require "signal.destinations"
 local ratelimit = require "signal.deliver.ratelimit"
 local retry = require "signal.deliver.retry"
+local outcome = require "signal.deliver.outcome"
 
 local type, ipairs, tostring, tonumber, pcall = type, ipairs, tostring, tonumber, pcall
-local monotonic, spawn, sleep, stopping, now = core.monotonic, core.spawn, core.sleep, core.stopping, core.now
+local spawn, sleep, stopping, now = core.spawn, core.sleep, core.stopping, core.now
 local floor, min, max = math.floor, math.min, math.max
-local encode, decode = cjson.encode, cjson.decode
 local scrub = live.scrub
 
-cjson.encode_sparse_array(true)
 
 local M = {}
 
 M.MAX_INFLIGHT = 512        -- entries in flight per integration per worker
 M.MOVE_BATCH = 500
-M.LOG_EVERY_S = 10          -- at most one log line per integration and outcome per this
-M.FLUSH_MAX = 1000
 
 -- KEYS[1] retry ZSET, KEYS[2] delivery stream; ARGV[1] now (ms), ARGV[2] max
 M.MOVE_SCRIPT = [[
@@ -89,166 +86,6 @@ local function entry(id, flist)
   end
   e.attempt = (tonumber(e.a) or 0) + 1
   return e
-end
-
--- Throttled logging: the first occurrence of an outcome is logged at once,
--- repeats at most every LOG_EVERY_S with the number suppressed.
-local function log_throttled(ds, level, key, msg, fields)
-  local t = monotonic()
-  local st = ds.logged[key]
-  if st and t - st.at < M.LOG_EVERY_S then
-    st.suppressed = st.suppressed + 1
-    return
-  end
-  if st and st.suppressed > 0 then fields.suppressed_since_last = st.suppressed end
-  ds.logged[key] = { at = t, suppressed = 0 }
-  log[level](msg, fields)
-end
-
-local function outcome_labels(ds, label)
-  local l = ds.outcome_labels[label]
-  if not l then
-    l = metrics.labels({ pipeline = ds.pk, integration = ds.name, status = label })
-    ds.outcome_labels[label] = l
-  end
-  return l
-end
-
-local function history_with(h, item)
-  local list
-  if type(h) == "string" and h ~= "" then
-    local ok, v = pcall(decode, h)
-    if ok and type(v) == "table" then list = v end
-  end
-  list = list or {}
-  list[#list + 1] = item
-  return encode(list)
-end
-
--- Runs cmds until Redis takes them (backoff), or gives up when stopping
--- (the entries then stay pending and are claimed again later).
-local function write(ds, cmds)
-  local delay = 100
-  while true do
-    local res, err = ds.redis:pipeline(cmds)
-    if res then return res end
-    log_throttled(ds, "warn", "redis", "recording a delivery outcome failed; retrying",
-      { pipeline = ds.pk, integration = ds.name, reason = err })
-    if stopping() then return nil end
-    sleep(delay)
-    delay = min(delay * 2, 2000)
-  end
-end
-
-local function released(ds, n)
-  ds.inflight = ds.inflight - n
-end
-
----------------------------------------------------------------------------
--- done entries
-
--- Finished entries are acknowledged in batches: the first one to finish
--- starts a flusher that waits one millisecond for the others of this loop
--- turn, then writes one XACK, one XDEL and one live-request script call for
--- all of them. A crash before the flush only means these entries are sent
--- again (at-least-once, same message_id); retries and dead letters are
--- written at once, atomically, by their own coroutine.
-local function take_done(ds)
-  local ids, items, n = ds.done_ids, ds.done_items, ds.done_n
-  if n <= M.FLUSH_MAX then
-    ds.done_ids, ds.done_items, ds.done_n = {}, {}, 0
-    return ids, items, n
-  end
-  -- keep the tail for the next round (bounded command size)
-  local rest_ids, rest_items = {}, {}
-  for i = M.FLUSH_MAX + 1, n do rest_ids[#rest_ids + 1] = ids[i]; ids[i] = nil end
-  for i = M.FLUSH_MAX + 1, #items do rest_items[#rest_items + 1] = items[i]; items[i] = nil end
-  ds.done_ids, ds.done_items, ds.done_n = rest_ids, rest_items, n - M.FLUSH_MAX
-  return ids, items, M.FLUSH_MAX
-end
-
-local function flush_done(ds)
-  sleep(1)
-  while ds.done_n > 0 do
-    local ids, items, n = take_done(ds)
-    local ack = { "XACK", ds.stream, queue.DELIVERY_GROUP }
-    local del = { "XDEL", ds.stream }
-    for i = 1, n do ack[3 + i] = ids[i]; del[2 + i] = ids[i] end
-    local cmds = { ack, del }
-    if #items > 0 then
-      local sha = live.ADD:ensure(ds.redis)
-      if sha then cmds[3] = live.requests_command(ds.pk, items, sha) end
-    end
-    local out = write(ds, cmds)
-    if out and type(out[3]) == "table" and redis_script.noscript(out[3].err) then live.ADD:rerun(ds.redis, cmds[3]) end
-    local active = ds.active
-    for i = 1, n do active[ids[i]] = nil end
-    released(ds, n)
-  end
-  ds.flushing = false
-end
-
-function M.done(ds, id, live_item)
-  local n = ds.done_n + 1
-  ds.done_n = n
-  ds.done_ids[n] = id
-  if live_item then ds.done_items[#ds.done_items + 1] = live_item end
-  if not ds.flushing then
-    ds.flushing = true
-    spawn(flush_done, ds)
-  end
-end
-
----------------------------------------------------------------------------
--- failed entries
-
--- retry_cmds(ds, e, o, history) → the MULTI/EXEC that moves e to the retry ZSET
-local function retry_cmds(ds, e, o, history)
-  local delay = retry.delay_ms(ds.delays, e.attempt, o.retry_after_s)
-  local member = encode({ p = e.p, m = e.m, v = e.v, r = e.r, a = tostring(e.attempt), h = history })
-  metrics.inc("signal_delivery_retries_total", ds.labels, 1)
-  log_throttled(ds, "warn", o.label, "delivery failed; retry scheduled", {
-    pipeline = ds.pk, integration = ds.name, status = o.status, error = o.error, hint = o.hint,
-    attempt = e.attempt, retry_in_ms = delay })
-  return { { "MULTI" }, { "ZADD", ds.retry, floor(now() * 1000) + delay, member },
-           { "XACK", ds.stream, queue.DELIVERY_GROUP, e.id }, { "XDEL", ds.stream, e.id }, { "EXEC" } }
-end
-
--- dead_cmds(ds, e, o, history, kind) → the MULTI/EXEC that dead-letters e
-local function dead_cmds(ds, e, o, history, kind)
-  local cause = o.hint or o.error or ("status " .. tostring(o.status))
-  if kind == "exhausted" then cause = "gave up after " .. e.attempt .. " attempts: " .. cause end
-  metrics.inc("signal_dead_letters_total", outcome_labels(ds, o.label), 1)
-  log_throttled(ds, "error", "dlq:" .. o.label, "delivery dead-lettered", {
-    pipeline = ds.pk, integration = ds.name, status = o.status, error = o.error, cause = cause,
-    attempts = e.attempt, message_id = e.m })
-  return { { "MULTI" },
-           { "XADD", ds.dlq, "*", "p", e.p or "", "m", e.m or "", "v", e.v or "", "r", e.r or "",
-             "a", e.attempt, "h", history, "e", cause, "s", o.label, "k", kind, "t", floor(now() * 1000) },
-           { "XACK", ds.stream, queue.DELIVERY_GROUP, e.id }, { "XDEL", ds.stream, e.id }, { "EXEC" } }
-end
-
--- failed(ds, e, o, live_item): records a failed attempt of entry e
-local function failed(ds, e, o, started, live_item)
-  local item = { attempt = e.attempt, at = floor(started * 1000), status = o.status, error = o.error,
-                 duration_ms = floor(o.duration_s * 10000 + 0.5) / 10, hint = o.hint }
-  local history = history_with(e.h, item)
-  local cmds
-  if o.class == "retry" and e.attempt < ds.attempts then
-    cmds = retry_cmds(ds, e, o, history)
-  else
-    cmds = dead_cmds(ds, e, o, history, o.class == "retry" and "exhausted" or "final")
-  end
-  if live_item then
-    local sha = live.ADD:ensure(ds.redis)
-    if sha then cmds[#cmds + 1] = live.requests_command(ds.pk, { live_item }, sha) end
-  end
-  local out = write(ds, cmds)
-  if live_item and out and type(out[#cmds]) == "table" and redis_script.noscript(out[#cmds].err) then
-    live.ADD:rerun(ds.redis, cmds[#cmds])
-  end
-  ds.active[e.id] = nil
-  released(ds, 1)
 end
 
 ---------------------------------------------------------------------------
@@ -293,11 +130,11 @@ local function send_batch(ds, batch)
   local started = now()
   local o = send(ds, batch)
   local n = #batch
-  metrics.inc("signal_deliveries_total", outcome_labels(ds, o.label), n)
+  metrics.inc("signal_deliveries_total", outcome.labels(ds, o.label), n)
   metrics.observe("signal_delivery_request_duration_seconds", ds.labels, o.duration_s)
   local ok = o.class == "delivered" or o.class == "dropped"
   if o.class == "dropped" then
-    log_throttled(ds, "warn", "dropped", "the destination accepted the delivery but dropped it",
+    outcome.log_throttled(ds, "warn", "dropped", "the destination accepted the delivery but dropped it",
       { pipeline = ds.pk, integration = ds.name, status = o.status, hint = o.hint })
   end
   for _, e in ipairs(batch) do
@@ -305,22 +142,11 @@ local function send_batch(ds, batch)
     if ok then
       local r = tonumber(e.r)
       if r then metrics.observe("signal_event_delivery_latency_seconds", ds.labels, max(0, now() - r / 1000)) end
-      M.done(ds, e.id, live_item)
+      outcome.done(ds, e.id, live_item)
     else
-      failed(ds, e, o, started, live_item)
+      outcome.failed(ds, e, o, started, live_item)
     end
   end
-end
-
--- An entry that carries no payload is not ours to interpret: dead-letter it
--- rather than loop forever.
-local function dead_empty(ds, e)
-  write(ds, { { "MULTI" },
-    { "XADD", ds.dlq, "*", "p", "", "m", e.m or "", "e", "delivery entry has no payload",
-      "k", "final", "t", floor(now() * 1000), "a", 0 },
-    { "XACK", ds.stream, queue.DELIVERY_GROUP, e.id }, { "XDEL", ds.stream, e.id }, { "EXEC" } })
-  ds.active[e.id] = nil
-  released(ds, 1)
 end
 
 -- batch_of(ds, open, batches, e) → the batch e joins: the open one of its
@@ -351,7 +177,7 @@ local function dispatch(ds, entries)
       count = count + 1
       local e = entry(id, raw[2])
       if not e.p then
-        spawn(dead_empty, ds, e)
+        spawn(outcome.dead_empty, ds, e)
       else
         local b = batch_of(ds, open, batches, e)
         b[#b + 1] = e
@@ -363,7 +189,7 @@ local function dispatch(ds, entries)
       -- stopping: what was not started stays pending and is claimed later
       for j = i, #batches do
         for _, e in ipairs(batches[j]) do ds.active[e.id] = nil end
-        released(ds, #batches[j])
+        outcome.released(ds, #batches[j])
         count = count - #batches[j]
       end
       return count
@@ -376,7 +202,7 @@ M.dispatch = dispatch
 
 local function reader(ds)
   consumer.read_loop(ds, queue.DELIVERY_GROUP, M.MAX_INFLIGHT, dispatch, function(key, msg, fields)
-    log_throttled(ds, "warn", key, msg, fields)
+    outcome.log_throttled(ds, "warn", key, msg, fields)
   end)
 end
 
@@ -389,7 +215,7 @@ local function mover(ds)
   while not stopping() do
     local n, err = move_due(ds)
     if n == nil and err then
-      log_throttled(ds, "warn", "mover", "moving due retries failed", { pipeline = ds.pk,
+      outcome.log_throttled(ds, "warn", "mover", "moving due retries failed", { pipeline = ds.pk,
         integration = ds.name, reason = err })
     end
     if not (type(n) == "number" and n >= M.MOVE_BATCH) then sleep(ds.move_every_ms) end
