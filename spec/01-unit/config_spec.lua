@@ -119,8 +119,8 @@ describe("config.load", function()
     assert.is_nil(cfg.cookie_domain)
     assert.is_nil(cfg.admin_token)
     assert.same({}, cfg.trusted_proxies)
-    assert.same({ attempts = 8, first_retry_ms = 1000, max_retry_ms = 72000000,
-                  timeout_ms = 10000, claim_idle_ms = 30000 }, cfg.delivery)
+    assert.same({ first_retry_ms = 1000, max_retry_ms = 600000, give_up_after_ms = 86400000,
+                  probe_every_ms = 10000, timeout_ms = 10000, claim_idle_ms = 30000 }, cfg.delivery)
     assert.same({ budget_ms = 500 }, cfg.enrichment)
     assert.equal(86400, cfg.dedupe_ttl_s)
     assert.equal(1000, cfg.live_events_max)
@@ -143,8 +143,9 @@ describe("config.load", function()
     assert.equal("debug", cfg.log_level)
     assert.same({ "10.0.0.0/8", "127.0.0.1", "::1", "fd00::/8" }, cfg.trusted_proxies)
     assert.equal(".example.com", cfg.cookie_domain)
-    assert.same({ attempts = 5, first_retry_ms = 500, max_retry_ms = 3600000,
-                  rate_limit_per_tenant = 250, timeout_ms = 5000, claim_idle_ms = 30000 }, cfg.delivery)
+    assert.same({ attempts = 5, first_retry_ms = 500, max_retry_ms = 3600000, give_up_after_ms = 86400000,
+                  probe_every_ms = 10000, rate_limit_per_tenant = 250, timeout_ms = 5000,
+                  claim_idle_ms = 30000 }, cfg.delivery)
     assert.equal(300, cfg.enrichment.budget_ms)
     local a = cfg.pipelines[1].integrations[1]
     assert.equal("amperity_eu", a.name)
@@ -228,23 +229,36 @@ describe("config.load", function()
 end)
 
 describe("config retry schedule", function()
-  it("spans about 24 hours over the default 8 attempts", function()
+  it("doubles the wait from the first retry and caps it at 10 minutes by default", function()
     local cfg = valid(raw())
     local delays = retry.delays(cfg.delivery)
-    assert.equal(7, #delays)
-    assert.equal(1000, delays[1])
-    assert.equal(cfg.delivery.max_retry_ms, delays[7])
-    local total = 0
-    for i, d in ipairs(delays) do
-      total = total + d
-      if i > 1 then assert.is_true(d > delays[i - 1]) end
-    end
-    assert.is_true(total > 23 * 3600 * 1000 and total < 25 * 3600 * 1000)
+    assert.same({ 1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000, 256000, 512000, 600000 }, delays)
+    -- later attempts wait the cap, never longer
+    assert.equal(600000, retry.delay_ms(retry.policy(cfg.delivery), 40, nil, 0))
+  end)
+
+  it("gives up 24 hours after the payload was accepted, not after a number of attempts", function()
+    local policy = retry.policy(valid(raw()).delivery)
+    local accepted = 1700000000000
+    assert.is_nil(retry.exhausted(policy, 150, accepted, accepted + 23 * 3600 * 1000))
+    assert.equal("window", retry.exhausted(policy, 150, accepted, accepted + 24 * 3600 * 1000))
+  end)
+
+  it("gives up after `attempts` tries when that is configured", function()
+    local policy = retry.policy({ attempts = 3, first_retry_ms = 1000, max_retry_ms = 9000 })
+    assert.is_nil(retry.exhausted(policy, 2, 0, 1))
+    assert.equal("attempts", retry.exhausted(policy, 3, 0, 1))
   end)
 
   it("has a single delay for two attempts and none for one", function()
     assert.same({ 1000 }, retry.delays({ attempts = 2, first_retry_ms = 1000, max_retry_ms = 9000 }))
     assert.same({}, retry.delays({ attempts = 1, first_retry_ms = 1000, max_retry_ms = 9000 }))
+  end)
+
+  it("waits at least as long as the vendor's Retry-After asks", function()
+    local policy = retry.policy({ first_retry_ms = 1000, max_retry_ms = 9000 })
+    assert.equal(30000, retry.delay_ms(policy, 1, 30, 0))
+    assert.equal(1000, retry.delay_ms(policy, 1, 0.5, 0))
   end)
 end)
 
@@ -336,8 +350,8 @@ describe("config top-level fields", function()
 
   it("fills delivery defaults around a partial delivery table", function()
     local cfg = valid(raw({ delivery = { attempts = 3 } }))
-    assert.same({ attempts = 3, first_retry_ms = 1000, max_retry_ms = 72000000,
-                  timeout_ms = 10000, claim_idle_ms = 30000 }, cfg.delivery)
+    assert.same({ attempts = 3, first_retry_ms = 1000, max_retry_ms = 600000, give_up_after_ms = 86400000,
+                  probe_every_ms = 10000, timeout_ms = 10000, claim_idle_ms = 30000 }, cfg.delivery)
   end)
 
   it("rejects a max retry delay below the first one", function()

@@ -202,15 +202,23 @@ local function select_integration(v)
 end
 
 local DELIVERY = {
-  { name = "attempts", type = "integer", min = 1, max = 100, default = 8,
-    description = "Delivery attempts per payload before it is dead-lettered." },
+  -- Waits double from first_retry_ms up to max_retry_ms (signal.deliver.retry)
+  -- and a payload is retried until give_up_after_ms have passed since it was
+  -- accepted (or replayed): "retry over 24 h, then dead letter", with a
+  -- vendor back after an outage tried again within minutes.
+  { name = "attempts", type = "integer", min = 1, max = 1000,
+    description = "Delivery attempts per payload before it is dead-lettered (default: no limit; the"
+      .. " give_up_after_ms window decides)." },
   { name = "first_retry_ms", type = "integer", min = 1, default = 1000,
-    description = "Delay before the first retry." },
-  -- Retries are spaced geometrically from first_retry_ms to max_retry_ms
-  -- (signal.deliver.retry): 1 s … 20 h over 8 attempts spans ≈ 23.7 h, the
-  -- "retry over 24 h, then dead letter" of the product.
-  { name = "max_retry_ms", type = "integer", min = 1, default = 72000000,
-    description = "Delay before the last retry; retries grow geometrically up to it." },
+    description = "Delay before the first retry; each later wait doubles." },
+  { name = "max_retry_ms", type = "integer", min = 1, default = 600000,
+    description = "Longest wait between two attempts of a payload." },
+  { name = "give_up_after_ms", type = "integer", min = 1000, default = 86400000,
+    description = "A payload still failing this long after Signal accepted it (or it was replayed) is"
+      .. " dead-lettered." },
+  { name = "probe_every_ms", type = "integer", min = 100, max = 3600000, default = 10000,
+    description = "While a destination is failing, one scheduled retry is tried this often, so its"
+      .. " recovery is noticed and the deferred retries are pulled forward." },
   { name = "rate_limit_per_tenant", type = "number", min = 0.001,
     description = "Maximum requests per second per rate-limit key of every destination (a vendor"
       .. " tenant or account, a webhook host, …), shared by every node; an integration's rate_limit"

@@ -13,7 +13,8 @@
 --                               all (bad JSON …): ev, in, e, t; shown and
 --                               selected as integration "_processor"
 -- Replay moves entries back where they came from — a payload to its
--- delivery stream with the attempt count reset, a raw event to the raw
+-- delivery stream with the attempt count reset and a fresh give-up window
+-- (field w, the replay time), a raw event to the raw
 -- stream — and removes them from the dead letters. Each batch moves with one
 -- Lua script (XRANGE + XADD + XDEL) so two concurrent replays never move an
 -- entry twice and a crash never loses one.
@@ -33,7 +34,7 @@ M.DEFAULT_LIMIT = 100
 M.BATCH = 100
 
 -- KEYS[1] dead letters, KEYS[2] destination stream; ARGV[1] max, ARGV[2]
--- "raw"|"delivery" → number moved
+-- "raw"|"delivery", ARGV[3] now (ms) → number moved
 M.REPLAY_SCRIPT = [=[
 local entries = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', tonumber(ARGV[1]))
 local n = 0
@@ -43,7 +44,7 @@ for _, e in ipairs(entries) do
   if ARGV[2] == 'raw' then
     redis.call('XADD', KEYS[2], '*', 'ev', f.ev or '', 'in', f['in'] or '')
   elseif f.p and f.p ~= '' then
-    redis.call('XADD', KEYS[2], '*', 'p', f.p, 'm', f.m or '', 'v', f.v or '', 'r', f.r or '')
+    redis.call('XADD', KEYS[2], '*', 'p', f.p, 'm', f.m or '', 'v', f.v or '', 'r', f.r or '', 'w', ARGV[3])
   end
   redis.call('XDEL', KEYS[1], e[1])
   n = n + 1
@@ -157,7 +158,7 @@ end
 local REPLAY = redis_script.new(M.REPLAY_SCRIPT)
 
 local function run_replay(redis, t, n)
-  return REPLAY:call(redis, 2, t.key, t.dest, n, t.kind)
+  return REPLAY:call(redis, 2, t.key, t.dest, n, t.kind, floor(core.now() * 1000))
 end
 
 -- replay(redis, cfg, opts) → { total = N, streams = { {pipeline, integration, replayed} } } | nil, err

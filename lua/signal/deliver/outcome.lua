@@ -19,8 +19,9 @@ local log = require "signal.observe.log"
 local metrics = require "signal.observe.metrics"
 local live = require "signal.observe.live"
 local retry = require "signal.deliver.retry"
+local circuit = require "signal.deliver.circuit"
 
-local type, tostring, pcall = type, tostring, pcall
+local type, tostring, tonumber, pcall = type, tostring, tonumber, pcall
 local monotonic, spawn, sleep, stopping, now = core.monotonic, core.spawn, core.sleep, core.stopping, core.now
 local floor, min = math.floor, math.min
 local encode, decode = cjson.encode, cjson.decode
@@ -149,20 +150,36 @@ end
 
 -- retry_cmds(ds, e, o, history) → the MULTI/EXEC that moves e to the retry ZSET
 local function retry_cmds(ds, e, o, history)
-  local delay = retry.delay_ms(ds.delays, e.attempt, o.retry_after_s)
-  local member = encode({ p = e.p, m = e.m, v = e.v, r = e.r, a = tostring(e.attempt), h = history })
+  local delay = retry.delay_ms(ds.policy, e.attempt, o.retry_after_s)
+  local member = encode({ p = e.p, m = e.m, v = e.v, r = e.r, w = e.w, a = tostring(e.attempt), h = history })
+  local accepted = tonumber(e.r) or floor(now() * 1000)
   metrics.inc("signal_delivery_retries_total", ds.labels, 1)
   M.log_throttled(ds, "warn", o.label, "delivery failed; retry scheduled", {
     pipeline = ds.pk, integration = ds.name, status = o.status, error = o.error, hint = o.hint,
     attempt = e.attempt, retry_in_ms = delay })
   return { { "MULTI" }, { "ZADD", ds.retry, floor(now() * 1000) + delay, member },
+           { "ZADD", ds.age, accepted, member },
            { "XACK", ds.stream, queue.DELIVERY_GROUP, e.id }, { "XDEL", ds.stream, e.id }, { "EXEC" } }
 end
 
--- dead_cmds(ds, e, o, history, kind) → the MULTI/EXEC that dead-letters e
-local function dead_cmds(ds, e, o, history, kind)
+-- span(ms) → "90 s", "10 min", "24 h"
+local function span(ms)
+  if ms < 120000 then return floor(ms / 1000 + 0.5) .. " s" end
+  if ms < 7200000 then return floor(ms / 60000 + 0.5) .. " min" end
+  return floor(ms / 360000 + 0.5) / 10 .. " h"
+end
+
+-- dead_cmds(ds, e, o, history, why) → the MULTI/EXEC that dead-letters e;
+-- why: nil (a permanent failure), "attempts" or "window" (retries exhausted)
+local function dead_cmds(ds, e, o, history, why)
   local cause = o.hint or o.error or ("status " .. tostring(o.status))
-  if kind == "exhausted" then cause = "gave up after " .. e.attempt .. " attempts: " .. cause end
+  local kind = why and "exhausted" or "final"
+  if why == "attempts" then
+    cause = "gave up after " .. e.attempt .. " attempts: " .. cause
+  elseif why == "window" then
+    cause = "gave up " .. span(ds.policy.give_up_ms) .. " after it was accepted (" .. e.attempt
+      .. " attempts): " .. cause
+  end
   metrics.inc("signal_dead_letters_total", M.labels(ds, o.label), 1)
   M.log_throttled(ds, "error", "dlq:" .. o.label, "delivery dead-lettered", {
     pipeline = ds.pk, integration = ds.name, status = o.status, error = o.error, cause = cause,
@@ -179,10 +196,12 @@ function M.failed(ds, e, o, started, live_item)
                  duration_ms = floor(o.duration_s * 10000 + 0.5) / 10, hint = o.hint }
   local history = history_with(e.h, item)
   local cmds
-  if o.class == "retry" and e.attempt < ds.attempts then
-    cmds = retry_cmds(ds, e, o, history)
+  if o.class == "retry" then
+    circuit.failed(ds)
+    local why = retry.exhausted(ds.policy, e.attempt, tonumber(e.w) or tonumber(e.r), floor(now() * 1000))
+    cmds = why and dead_cmds(ds, e, o, history, why) or retry_cmds(ds, e, o, history)
   else
-    cmds = dead_cmds(ds, e, o, history, o.class == "retry" and "exhausted" or "final")
+    cmds = dead_cmds(ds, e, o, history, nil)
   end
   if live_item then
     local sha = live.ADD:ensure(ds.redis)

@@ -17,15 +17,21 @@
 --   delivered   done: XACK + XDEL (in batches, see flush_done).
 --   dropped     done too, and a warning: the vendor accepted and discarded it.
 --   retry       the payload goes into the ZSET keys.retry(pk, name) scored by
---               its due time (signal.deliver.retry: the schedule plus jitter,
---               never sooner than Retry-After), and the stream entry is
---               acknowledged, in one MULTI/EXEC: the payload is always in
---               exactly one of the two. A mover task puts due members back
---               into the stream with one Lua script (read + XADD + ZREM
---               atomically, so two workers never move one twice).
+--               its due time (signal.deliver.retry: doubling waits capped at
+--               max_retry_ms, plus jitter, never sooner than Retry-After) and
+--               into keys.age(pk, name) scored by its accept time, and the
+--               stream entry is acknowledged, in one MULTI/EXEC: the payload
+--               is always in exactly one place. A mover task puts due
+--               members back into the stream with one Lua script (read +
+--               XADD + ZREM atomically, so two workers never move one twice).
 --   permanent   dead letter at once, with the destination's explanation.
---   last attempt failed
+--   given up    (the give-up window since accept, or `attempts`, is spent)
 --               dead letter with payload, error and the attempt history.
+-- Recovery (signal.deliver.circuit): a retryable failure opens the
+-- destination's circuit; while open, the mover lets one scheduled retry
+-- through every probe_every_ms, and the first delivery closes the circuit
+-- and pulls every scheduled retry forward, so the backlog drains at the
+-- rate limit as soon as the vendor is back.
 -- Dead letters: the stream keys.dlq(pk, name) (signal.deliver.dlq lists and
 -- replays them). Every outcome's explanation (destination.explain: what to
 -- fix) goes to the log — throttled, never a secret — and to the live event's
@@ -48,8 +54,10 @@ local metrics = require "signal.observe.metrics"
 local live = require "signal.observe.live"
 local destinations = require "signal.destinations"
 local ratelimit = require "signal.deliver.ratelimit"
+local pace = require "signal.deliver.pace"
 local retry = require "signal.deliver.retry"
 local outcome = require "signal.deliver.outcome"
+local circuit = require "signal.deliver.circuit"
 
 local type, ipairs, tostring, tonumber, pcall = type, ipairs, tostring, tonumber, pcall
 local spawn, sleep, stopping, now = core.spawn, core.sleep, core.stopping, core.now
@@ -62,16 +70,18 @@ local M = {}
 M.MAX_INFLIGHT = 512        -- entries in flight per integration per worker
 M.MOVE_BATCH = 500
 
--- KEYS[1] retry ZSET, KEYS[2] delivery stream; ARGV[1] now (ms), ARGV[2] max
+-- KEYS[1] retry ZSET, KEYS[2] delivery stream, KEYS[3] the age ZSET;
+-- ARGV[1] now (ms), ARGV[2] max
 M.MOVE_SCRIPT = [[
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, m in ipairs(due) do
   local ok, d = pcall(cjson.decode, m)
   if ok and type(d) == 'table' and type(d.p) == 'string' then
     redis.call('XADD', KEYS[2], '*', 'p', d.p, 'm', tostring(d.m or ''), 'v', tostring(d.v or ''),
-      'r', tostring(d.r or ''), 'a', tostring(d.a or '0'), 'h', tostring(d.h or '[]'))
+      'r', tostring(d.r or ''), 'w', tostring(d.w or ''), 'a', tostring(d.a or '0'), 'h', tostring(d.h or '[]'))
   end
   redis.call('ZREM', KEYS[1], m)
+  redis.call('ZREM', KEYS[3], m)
 end
 return #due
 ]]
@@ -82,7 +92,7 @@ local function entry(id, flist)
   local e = { id = id }
   for j = 1, #flist - 1, 2 do
     local k = flist[j]
-    if k == "p" or k == "m" or k == "v" or k == "r" or k == "a" or k == "h" then e[k] = flist[j + 1] end
+    if k == "p" or k == "m" or k == "v" or k == "r" or k == "w" or k == "a" or k == "h" then e[k] = flist[j + 1] end
   end
   e.attempt = (tonumber(e.a) or 0) + 1
   return e
@@ -133,6 +143,7 @@ local function send_batch(ds, batch)
   metrics.inc("signal_deliveries_total", outcome.labels(ds, o.label), n)
   metrics.observe("signal_delivery_request_duration_seconds", ds.labels, o.duration_s)
   local ok = o.class == "delivered" or o.class == "dropped"
+  if ok then circuit.delivered(ds) end
   if o.class == "dropped" then
     outcome.log_throttled(ds, "warn", "dropped", "the destination accepted the delivery but dropped it",
       { pipeline = ds.pk, integration = ds.name, status = o.status, hint = o.hint })
@@ -207,12 +218,13 @@ local function reader(ds)
 end
 
 local function move_due(ds)
-  return MOVE:call(ds.redis, 2, ds.retry, ds.stream, floor(now() * 1000), M.MOVE_BATCH)
+  return MOVE:call(ds.redis, 3, ds.retry, ds.stream, ds.age, floor(now() * 1000), M.MOVE_BATCH)
 end
 M.move_due = move_due
 
 local function mover(ds)
   while not stopping() do
+    circuit.tick(ds)
     local n, err = move_due(ds)
     if n == nil and err then
       outcome.log_throttled(ds, "warn", "mover", "moving due retries failed", { pipeline = ds.pk,
@@ -232,18 +244,8 @@ end
 
 -- limiter(ctx, d, integ, dest) → the token bucket this integration spends
 local function limiter(ctx, d, integ, dest)
-  local dd = dest.delivery
-  local key = dd.rate_limit_key and dd.rate_limit_key(integ) or integ.name
-  local rate = integ.rate_limit or d.rate_limit_per_tenant or dd.rate_limit or 100
-  return ratelimit.get(ctx.redis, integ.type .. ":" .. tostring(key), rate)
-end
-
--- batch_size(integ, dest) → payloads per request: the configured size (when
--- the destination lets the user choose), at most its maximum
-local function batch_size(integ, dest)
-  local dd = dest.delivery
-  local n = dd.batch_size and dd.batch_size(integ) or 1
-  return max(1, min(n, dd.max_batch or 1))
+  local rate, key = pace.rate(d, integ, dest)
+  return ratelimit.get(ctx.redis, key, rate)
 end
 
 local function state(ctx, cfg, p, integ, settings)
@@ -258,13 +260,14 @@ local function state(ctx, cfg, p, integ, settings)
   return {
     ctx = ctx, pk = pk, name = name, integ = integ, dest = dest,
     stream = queue.delivery(pk, name), retry = queue.retry(pk, name), dlq = queue.dlq(pk, name),
+    age = queue.age(pk, name),
     consumer = ctx.node .. "-w" .. tostring(core.worker_id),
     redis = ctx.redis, conn = nil,
     inflight = 0, active = {}, logged = {}, outcome_labels = {},
     done_ids = {}, done_items = {}, done_n = 0, flushing = false,
-    limiter = limiter(ctx, d, integ, dest), batch_size = batch_size(integ, dest),
+    limiter = limiter(ctx, d, integ, dest), batch_size = pace.batch_size(integ, dest),
     batch_key = dest.delivery.batch_key,
-    delays = retry.delays(d), attempts = d.attempts or 8, timeout_ms = timeout,
+    policy = retry.policy(d), probe_every_ms = d.probe_every_ms, timeout_ms = timeout,
     labels = metrics.labels({ pipeline = pk, integration = name }),
     live_on = (cfg.live_events_max or 0) > 0,
     settings = settings,

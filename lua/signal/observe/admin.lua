@@ -32,6 +32,7 @@ local destinations = require "signal.destinations"
 local reload = require "signal.pipeline.reload"
 local live = require "signal.observe.live"
 local dlq = require "signal.deliver.dlq"
+local backlog = require "signal.deliver.backlog"
 local metrics = require "signal.observe.metrics"
 local prometheus = require "signal.observe.prometheus"
 
@@ -153,6 +154,8 @@ function M.status(ctx)
     blueprints = reload.status(),
     pipelines = {},
   }
+  local behind, berr = backlog.read(redis, ctx.cfg)
+  if not behind then return nil, berr end
   for _, p in ipairs(ctx.cfg.pipelines) do
     local pk = p.key
     local cmds = { { "XLEN", queue.raw(pk) }, { "XLEN", queue.raw_dlq(pk) } }
@@ -182,6 +185,11 @@ function M.status(ctx)
       row.delivery = d
       row.retry_scheduled = tonumber(res[base + 2]) or 0
       row.dead_letters = tonumber(res[base + 3]) or 0
+      local b = behind and behind[pk] and behind[pk][integ.name]
+      if b then
+        row.backlog, row.oldest_pending_s, row.lag_s = b.backlog, b.oldest_pending_s, b.lag_s
+        row.failing_since, row.drain_estimate_s = b.failing_since, b.drain_estimate_s
+      end
       ps.integrations[#ps.integrations + 1] = row
     end
     out.pipelines[#out.pipelines + 1] = ps

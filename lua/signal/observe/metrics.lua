@@ -76,6 +76,11 @@ M.HELP = {
   signal_queue_lag = "Entries not yet read by the consumer group.",
   signal_retry_scheduled = "Payloads waiting in the retry schedule.",
   signal_dead_letter_depth = "Entries in a dead-letter stream.",
+  signal_delivery_backlog = "Payloads not yet delivered: in the delivery stream or the retry schedule.",
+  signal_delivery_lag_seconds = "Age of the oldest payload in the delivery stream, since it was accepted.",
+  signal_delivery_oldest_pending_seconds = "Age of the oldest payload not yet delivered (stream or retry"
+    .. " schedule), since it was accepted.",
+  signal_delivery_failing = "1 while the destination's circuit is open (its vendor failing), else 0.",
   signal_enrichment_total = "Profile enrichments by outcome: cache hit/miss/negative, timeout, error, skipped.",
   signal_enrichment_duration_seconds = "Time spent enriching one event (within enrichment.budget_ms).",
   signal_http_request_duration_seconds = "Time to answer an HTTP request, by route.",

@@ -8,6 +8,7 @@
 local core = require "signal.core"
 local queue = require "signal.redis.keys"
 local metrics = require "signal.observe.metrics"
+local backlog = require "signal.deliver.backlog"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local concat, sort = table.concat, table.sort
@@ -122,6 +123,17 @@ function M.queue_gauges(redis, cfg, values, typemap)
       for i, w in ipairs(what) do
         if type(res[i]) == "number" then put(w[1], w[2], res[i]) end
       end
+    end
+  end
+  -- how far behind each destination is
+  local rows = backlog.read(redis, cfg)
+  for pk, by_name in pairs(rows or {}) do
+    for name, b in pairs(by_name) do
+      local l = { pipeline = pk, integration = name }
+      put("signal_delivery_backlog", l, b.backlog)
+      put("signal_delivery_lag_seconds", l, b.lag_s or 0)
+      put("signal_delivery_oldest_pending_seconds", l, b.oldest_pending_s or 0)
+      put("signal_delivery_failing", l, b.failing_since and 1 or 0)
     end
   end
   -- pending and lag per consumer group

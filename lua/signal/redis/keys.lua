@@ -29,6 +29,12 @@ function M.raw(pk) return k(pk, "raw") end
 function M.delivery(pk, integration) return k(pk, "out", integration) end
 function M.retry(pk, integration) return k(pk, "retry", integration) end
 function M.dlq(pk, integration) return k(pk, "dlq", integration) end
+-- the retry ZSET's members again, scored by when Signal accepted each event
+-- (the retry ZSET is scored by due time): the oldest pending age
+function M.age(pk, integration) return k(pk, "age", integration) end
+-- a failing destination: when it opened (ms); and the probe's lock
+function M.circuit(pk, integration) return k(pk, "circuit", integration) end
+function M.circuit_probe(pk, integration) return k(pk, "circuit", integration, "probe") end
 function M.dedupe(pk, window) return k(pk, "dedupe", window) end
 function M.identity(pk, canonical_id) return k(pk, "id", canonical_id) end
 function M.live(pk) return k(pk, "live") end
@@ -43,9 +49,12 @@ end
 
 -- Shapes these keys hold:
 --   delivery stream fields: p (payload JSON), m (message_id), v (blueprint
---     version), r (raw stream entry time, ms), a (attempts made), h (attempt
---     history JSON) — a and h only on entries moved back from the retry ZSET
---   retry ZSET member: JSON {p, m, v, r, a, h}, score = due time (ms)
+--     version), r (raw stream entry time, ms), w (replay time, ms: restarts
+--     the give-up window), a (attempts made), h (attempt history JSON) — w
+--     only on replayed entries, a and h on entries moved back from the retry
+--     ZSET
+--   retry ZSET member: JSON {p, m, v, r, w, a, h}, score = due time (ms);
+--     the age ZSET holds the same members scored by r
 --   dead letters (per integration): p, m, v, r, a, h, e (cause), s (last
 --     status), k (final|exhausted), t (failed at, ms)
 --   raw dead letters signal:{pk}:dlq                stream: ev, in, e, t — events the
