@@ -87,6 +87,7 @@ struct sg_ingest {
     sg_proxies proxies;
     char *cookie_domain;               /* NULL: host-only */
     size_t cookie_domain_len;
+    sg_cookie_keys cookie_keys;        /* owned copies of the cookie secrets */
     double buckets[COLLECT_MAX_BUCKETS];
     int nbuckets;
     /* counters (config.c hands them to Lua) */

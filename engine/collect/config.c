@@ -45,6 +45,8 @@ void sg_collect_free_config(lane_t *l)
     sg_proxies_free(&l->proxies);
     free(l->cookie_domain);
     l->cookie_domain = NULL;
+    for (int i = 0; i < l->cookie_keys.n; i++) free((char *)l->cookie_keys.key[i]);   /* copies of ours */
+    memset(&l->cookie_keys, 0, sizeof l->cookie_keys);
     l->configured = 0;
 }
 
@@ -180,6 +182,12 @@ static int l_configure(lua_State *L)
     l->identity_ttl = (long)luaL_checknumber(L, -1);
     lua_pop(L, 2);
     l->cookie_domain = dup_field(L, 1, "cookie_domain", &l->cookie_domain_len, 1);
+    static const char *const SECRETS[2] = { "cookie_secret", "cookie_secret_previous" };
+    for (int i = 0; i < 2; i++) {
+        sg_cookie_keys *k = &l->cookie_keys;
+        char *key = dup_field(L, 1, SECRETS[i], &k->len[k->n], 1);
+        if (key) k->key[k->n++] = key;
+    }
     read_routes(L, l);
     read_pipelines(L, l);
     read_lists(L, l);

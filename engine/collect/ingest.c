@@ -303,13 +303,16 @@ static int visitor(lane_t *l, const request *rq, sg_convert_in *in, char minted[
     *https = -1;
     in->server_side = rt->kind == SG_ROUTE_EVENTS || rt->side == SIDE_SERVER ||
                       (rt->side == SIDE_BASIC && in->basic && !rq->v[H_ORIGIN]);
-    if (!in->server_side &&
-        !(rq->v[H_COOKIE] && sg_cookie_read(rq->v[H_COOKIE], rq->n[H_COOKIE], &in->canonical_id,
-                                            &in->canonical_id_len))) {
-        if (sg_visitor_id(&l->rand, minted) != 0) return -1;
-        in->canonical_id = minted;
-        in->canonical_id_len = SG_VISITOR_ID_LEN;
-        *https = sg_client_https(&l->proxies, rq->r.peer, pn, rq->v[H_XFP], rq->n[H_XFP]);
+    if (!in->server_side) {
+        int got = rq->v[H_COOKIE] ? sg_cookie_read(rq->v[H_COOKIE], rq->n[H_COOKIE], &l->cookie_keys,
+                                                   &in->canonical_id, &in->canonical_id_len) : 0;
+        if (!got) {
+            if (sg_visitor_id(&l->rand, minted) != 0) return -1;
+            in->canonical_id = minted;
+            in->canonical_id_len = SG_VISITOR_ID_LEN;
+        }
+        /* a new id, or one signed with the previous secret: (re)set it */
+        if (got != 1) *https = sg_client_https(&l->proxies, rq->r.peer, pn, rq->v[H_XFP], rq->n[H_XFP]);
     }
     sg_client_ip(&l->proxies, rq->r.peer, pn, rq->v[H_XFF], rq->n[H_XFF], &in->ip, &in->ip_len);
     in->user_agent = rq->v[H_UA];
@@ -330,7 +333,8 @@ static int store(lane_t *l, struct sg_conn *c, const request *rq, const char *bo
     size_t hdrl = h->len;
     if (https >= 0) {
         SG_BYTES_LIT(h, "Set-Cookie: ");
-        sg_cookie_set(h, in->canonical_id, in->canonical_id_len, l->cookie_domain, l->cookie_domain_len, https);
+        sg_cookie_set(h, in->canonical_id, in->canonical_id_len, &l->cookie_keys, l->cookie_domain,
+                      l->cookie_domain_len, https);
         SG_BYTES_LIT(h, "\r\n");
     }
     if (h->oom) return -1;

@@ -301,14 +301,37 @@ static int l_linking_keys(lua_State *L)
 
 /* ---- visitor ---------------------------------------------------------------- */
 
-/* core.collect.read_cookie(cookie_header) → the _dfdid id | nil */
+/* The cookie secrets at index i (a list: cookie_secret, then
+ * cookie_secret_previous; nil: unsigned cookies) into k, borrowing the Lua
+ * strings (the list stays on the stack while k is used). */
+static void cookie_keys(lua_State *L, int i, sg_cookie_keys *k)
+{
+    memset(k, 0, sizeof *k);
+    if (lua_isnoneornil(L, i)) return;
+    luaL_checktype(L, i, LUA_TTABLE);
+    for (int j = 1; j <= 2; j++) {
+        lua_rawgeti(L, i, j);
+        const char *s = lua_tolstring(L, -1, &k->len[k->n]);
+        lua_pop(L, 1);              /* still anchored by the list */
+        if (!s) break;
+        k->key[k->n++] = s;
+    }
+}
+
+/* core.collect.read_cookie(cookie_header[, secrets]) → the _dfdid visitor
+ * id, and true when it must be set again (signed with an older secret) |
+ * nil */
 static int l_read_cookie(lua_State *L)
 {
     size_t n, vn;
     const char *h = luaL_optlstring(L, 1, NULL, &n), *v;
-    if (h && sg_cookie_read(h, n, &v, &vn)) lua_pushlstring(L, v, vn);
-    else lua_pushnil(L);
-    return 1;
+    sg_cookie_keys k;
+    cookie_keys(L, 2, &k);
+    int got = h ? sg_cookie_read(h, n, &k, &v, &vn) : 0;
+    if (!got) { lua_pushnil(L); return 1; }
+    lua_pushlstring(L, v, vn);
+    lua_pushboolean(L, got == 2);
+    return 2;
 }
 
 /* core.collect.visitor_id() → a new "dfid_<32 hex>" */
@@ -320,14 +343,17 @@ static int l_visitor_id(lua_State *L)
     return 1;
 }
 
-/* core.collect.set_cookie(id, https, cookie_domain) → the Set-Cookie value */
+/* core.collect.set_cookie(id, https, cookie_domain[, secrets]) → the
+ * Set-Cookie value */
 static int l_set_cookie(lua_State *L)
 {
     size_t n, dn;
     const char *id = luaL_checklstring(L, 1, &n);
     const char *domain = luaL_optlstring(L, 3, NULL, &dn);
+    sg_cookie_keys k;
+    cookie_keys(L, 4, &k);
     sg_bytes b = SG_BYTES_INIT;
-    sg_cookie_set(&b, id, n, domain, dn, lua_toboolean(L, 2));
+    sg_cookie_set(&b, id, n, &k, domain, dn, lua_toboolean(L, 2));
     if (b.oom) { sg_bytes_free(&b); return luaL_error(L, "set_cookie: out of memory"); }
     lua_pushlstring(L, b.data, b.len);
     sg_bytes_free(&b);

@@ -4,7 +4,13 @@
  * The cookie is the browser's canonical_id: read from the Cookie header,
  * validated (a short token: it becomes part of Redis keys and of every
  * event), and minted — "dfid_" and 32 random hex digits — when a browser
- * has none. It is HttpOnly, SameSite=Lax, lives ~400 days (the longest
+ * has none. With cookie_secret set the value is "<id>.<signature>", the
+ * signature 128 bits of HMAC-SHA256(secret, id) in hex: a client cannot
+ * choose another visitor's id (and read that visitor's profile slice from
+ * /v1/enrich, or attach traits to it), since it cannot sign one. An
+ * unsigned or badly signed value counts as no cookie: a new id is minted.
+ * cookie_secret_previous still verifies while secrets rotate, and a value
+ * signed with it is set again signed with the current secret. It is HttpOnly, SameSite=Lax, lives ~400 days (the longest
  * browsers keep one), gets Secure when a trusted proxy says the browser
  * used https (the engine itself speaks plain HTTP) and Domain= when
  * cookie_domain is configured.
@@ -26,6 +32,10 @@
 
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #define IS_DIGIT(c) ((unsigned char)((c) - '0') < 10)
 
@@ -52,7 +62,36 @@ static int valid_id(const char *s, size_t n)
     return 1;
 }
 
-int sg_cookie_read(const char *h, size_t n, const char **v, size_t *vn)
+/* sig[SG_COOKIE_SIG_LEN] = the hex signature of id with key; 0, or -1 */
+static int sign(const char *key, size_t klen, const char *id, size_t n, char sig[SG_COOKIE_SIG_LEN])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (!HMAC(EVP_sha256(), key, (int)klen, (const unsigned char *)id, n, md, &mdlen) ||
+        mdlen < SG_COOKIE_SIG_LEN / 2)
+        return -1;
+    sg_hex(md, SG_COOKIE_SIG_LEN / 2, sig);
+    return 0;
+}
+
+/* The id of a signed value s[len] ("<id>.<signature>"): 1 signed with the
+ * current key, 2 with an older one, 0 neither. */
+static int verify(const sg_cookie_keys *keys, const char *s, size_t *len)
+{
+    if (*len < SG_COOKIE_SIG_LEN + 2 || s[*len - SG_COOKIE_SIG_LEN - 1] != '.') return 0;
+    size_t n = *len - SG_COOKIE_SIG_LEN - 1;
+    char want[SG_COOKIE_SIG_LEN];
+    for (int i = 0; i < keys->n; i++) {
+        if (sign(keys->key[i], keys->len[i], s, n, want) != 0) return 0;
+        if (CRYPTO_memcmp(want, s + n + 1, SG_COOKIE_SIG_LEN) == 0) {
+            *len = n;
+            return i == 0 ? 1 : 2;
+        }
+    }
+    return 0;
+}
+
+int sg_cookie_read(const char *h, size_t n, const sg_cookie_keys *keys, const char **v, size_t *vn)
 {
     static const char NAME[] = COLLECT_COOKIE_NAME "=";
     const size_t NL = sizeof NAME - 1;
@@ -66,9 +105,11 @@ int sg_cookie_read(const char *h, size_t n, const char **v, size_t *vn)
         trim(&s, &len);
         if (len >= 2 && s[0] == '"' && s[len - 1] == '"') { s++; len -= 2; }
         if (!valid_id(s, len)) return 0;
+        int got = 1;
+        if (keys && keys->n > 0 && !(got = verify(keys, s, &len))) return 0;
         *v = s;
         *vn = len;
-        return 1;
+        return got;
     }
     return 0;
 }
@@ -85,10 +126,16 @@ int sg_visitor_id(sg_rand_pool *r, char out[SG_VISITOR_ID_LEN])
 #define STR2(x) #x
 #define STR(x) STR2(x)
 
-void sg_cookie_set(sg_bytes *o, const char *id, size_t n, const char *domain, size_t dn, int secure)
+void sg_cookie_set(sg_bytes *o, const char *id, size_t n, const sg_cookie_keys *keys, const char *domain,
+                   size_t dn, int secure)
 {
     SG_BYTES_LIT(o, COLLECT_COOKIE_NAME "=");
     sg_bytes_put(o, id, n);
+    char sig[SG_COOKIE_SIG_LEN];
+    if (keys && keys->n > 0 && sign(keys->key[0], keys->len[0], id, n, sig) == 0) {
+        SG_BYTES_LIT(o, ".");
+        sg_bytes_put(o, sig, sizeof sig);
+    }
     SG_BYTES_LIT(o, "; Path=/; Max-Age=" STR(COLLECT_COOKIE_MAX_AGE) "; HttpOnly; SameSite=Lax");
     if (domain) {
         SG_BYTES_LIT(o, "; Domain=");

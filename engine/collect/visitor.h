@@ -13,17 +13,33 @@
 
 /* ---- the _dfdid cookie */
 
-/* The valid _dfdid value of a Cookie header: 1 and the value (a pointer
- * into h), or 0 when there is none. Never mints. */
-int sg_cookie_read(const char *h, size_t n, const char **v, size_t *vn);
+/* The secrets that sign the cookie (cookie_secret, then
+ * cookie_secret_previous while rotating): key[0] signs, each verifies. n 0:
+ * the cookie is not signed. */
+typedef struct {
+    const char *key[2];
+    size_t len[2];
+    int n;
+} sg_cookie_keys;
+
+/* hex digits of a signature: 128 bits of HMAC-SHA256(secret, id) */
+#define SG_COOKIE_SIG_LEN 32
+
+/* The visitor id of a Cookie header's valid _dfdid value (a pointer into
+ * h): 1, or 2 when it was signed with an older secret (set it again), or 0
+ * when there is none — absent, malformed, or, with keys, unsigned or not
+ * signed by any of them. Never mints. */
+int sg_cookie_read(const char *h, size_t n, const sg_cookie_keys *keys, const char **v, size_t *vn);
 
 #define SG_VISITOR_ID_LEN 37           /* "dfid_" and 32 hex digits */
 /* A new visitor id: 0, or -1 when the OS gives no random bytes. */
 int sg_visitor_id(sg_rand_pool *r, char out[SG_VISITOR_ID_LEN]);
 
-/* The Set-Cookie value that plants id: its attributes, Domain= when
- * domain is not NULL, Secure when the browser came over https. */
-void sg_cookie_set(sg_bytes *o, const char *id, size_t n, const char *domain, size_t dn, int secure);
+/* The Set-Cookie value that plants id (signed with keys->key[0] when
+ * there are keys): its attributes, Domain= when domain is not NULL, Secure
+ * when the browser came over https. */
+void sg_cookie_set(sg_bytes *o, const char *id, size_t n, const sg_cookie_keys *keys, const char *domain,
+                   size_t dn, int secure);
 
 /* ---- addresses and trusted proxies */
 

@@ -251,20 +251,64 @@ static void test_cookie(results *r)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *v;
         size_t n;
-        int ok = sg_cookie_read(cases[i].h, strlen(cases[i].h), &v, &n);
+        int ok = sg_cookie_read(cases[i].h, strlen(cases[i].h), NULL, &v, &n);
         CHECK(r, cases[i].id ? ok && n == strlen(cases[i].id) && memcmp(v, cases[i].id, n) == 0 : !ok, "%s", cases[i].h);
     }
     char h[300] = "_dfdid=";
     memset(h + 7, 'a', 128);                         /* the contract's limit, not the constant */
     const char *v;
     size_t n;
-    CHECK(r, sg_cookie_read(h, 7 + 128, &v, &n), "a value of 128 characters is read");
+    CHECK(r, sg_cookie_read(h, 7 + 128, NULL, &v, &n), "a value of 128 characters is read");
     h[7 + 128] = 'a';
-    CHECK(r, !sg_cookie_read(h, 8 + 128, &v, &n), "one more is not");
+    CHECK(r, !sg_cookie_read(h, 8 + 128, NULL, &v, &n), "one more is not");
     sg_bytes o = SG_BYTES_INIT;
-    sg_cookie_set(&o, "dfid_x", 6, ".example.com", 12, 1);
+    sg_cookie_set(&o, "dfid_x", 6, NULL, ".example.com", 12, 1);
     CHECK(r, o.len && strncmp(o.data, "_dfdid=dfid_x; Path=/; Max-Age=34560000; HttpOnly; SameSite=Lax; "
                                       "Domain=.example.com; Secure", o.len) == 0, "Set-Cookie %.*s", (int)o.len, o.data);
+    sg_bytes_free(&o);
+}
+
+/* "_dfdid=<value>" of a Set-Cookie header into h (NUL-terminated) */
+static void cookie_of(const sg_bytes *o, char *h, size_t cap)
+{
+    const char *semi = memchr(o->data, ';', o->len);
+    size_t n = semi ? (size_t)(semi - o->data) : o->len;
+    if (n >= cap) n = cap - 1;
+    memcpy(h, o->data, n);
+    h[n] = '\0';
+}
+
+static void test_signed_cookie(results *r)
+{
+    static const char CUR[] = "current-secret-0123456789abcdef-0123", OLD[] = "previous-secret-0123456789abcdef-01";
+    sg_cookie_keys keys = { { CUR, OLD }, { sizeof CUR - 1, sizeof OLD - 1 }, 2 };
+    sg_cookie_keys old_only = { { OLD }, { sizeof OLD - 1 }, 1 };
+    sg_cookie_keys other = { { "another-secret-0123456789abcdef-012" }, { 35 }, 1 };
+    const char *id = "dfid_0123456789abcdef0123456789abcdef", *v;
+    size_t n;
+    char h[200];
+    sg_bytes o = SG_BYTES_INIT;
+
+    sg_cookie_set(&o, id, strlen(id), &keys, NULL, 0, 0);
+    cookie_of(&o, h, sizeof h);
+    CHECK(r, strlen(h) == 7 + 37 + 1 + SG_COOKIE_SIG_LEN && h[7 + 37] == '.', "signed value %s", h);
+    CHECK(r, sg_cookie_read(h, strlen(h), &keys, &v, &n) == 1 && n == 37 && memcmp(v, id, n) == 0,
+          "a value signed with the current secret reads as its id");
+    CHECK(r, sg_cookie_read(h, strlen(h), &other, &v, &n) == 0, "another secret's engine refuses it");
+    CHECK(r, sg_cookie_read(h, strlen(h), NULL, &v, &n) == 1 && n == strlen(h) - 7,
+          "without secrets the whole value is the id (as before signing)");
+    h[strlen(h) - 1] ^= 1;
+    CHECK(r, sg_cookie_read(h, strlen(h), &keys, &v, &n) == 0, "one changed signature digit is refused");
+    snprintf(h, sizeof h, "_dfdid=%s", id);
+    CHECK(r, sg_cookie_read(h, strlen(h), &keys, &v, &n) == 0, "an unsigned id is refused");
+    snprintf(h, sizeof h, "_dfdid=.%.*s", SG_COOKIE_SIG_LEN, "0123456789abcdef0123456789abcdef");
+    CHECK(r, sg_cookie_read(h, strlen(h), &keys, &v, &n) == 0, "a signature without an id is refused");
+
+    sg_bytes_reset(&o);
+    sg_cookie_set(&o, id, strlen(id), &old_only, NULL, 0, 0);
+    cookie_of(&o, h, sizeof h);
+    CHECK(r, sg_cookie_read(h, strlen(h), &keys, &v, &n) == 2 && n == 37,
+          "a value signed with the previous secret is read, to be set again");
     sg_bytes_free(&o);
 }
 
@@ -340,6 +384,7 @@ int main(void)
     test_normalize(&r);
     test_refusals(&r);
     test_cookie(&r);
+    test_signed_cookie(&r);
     test_client_ip(&r);
     test_cors_keys_time(&r);
     printf("%d passed, %d failed\n", r.passed, r.failed);

@@ -80,7 +80,7 @@ describe("identity cookie", function()
       { "a=1, _dfdid=dfid_8", "dfid_8" },   -- two Cookie headers, joined
     }
     for _, c in ipairs(cases) do
-      assert.equal(c[2], visitor.read_cookie(req("127.0.0.1", { cookie = c[1] })), c[1])
+      assert.equal(c[2], visitor.read_cookie(ctx_with({}), req("127.0.0.1", { cookie = c[1] })), c[1])
     end
   end)
 

@@ -173,4 +173,67 @@ describe("identity hub GET /v1/enrich", function()
       assert.equal("HTTPS://SHOP.EXAMPLE.COM:443", res.headers["access-control-allow-origin"])
     end)
   end)
+
+  describe("with cookie_secret set", function()
+    local SECRET = "spec-cookie-secret-0123456789abcdef-current"
+    local PREVIOUS = "spec-cookie-secret-0123456789abcdef-previous"
+    local eng
+
+    -- the documented cookie value: "<id>.<first 32 hex of HMAC-SHA256(secret, id)>"
+    local function signed(id, secret)
+      return id .. "." .. require("signal.core").hmac_sha256_hex(secret or SECRET, id):sub(1, 32)
+    end
+
+    setup(function()
+      local cfg = engine_config(sb.url, { org_id = ORG })
+      cfg.cookie_secret, cfg.cookie_secret_previous = SECRET, PREVIOUS
+      eng = H.engine(cfg)
+    end)
+    teardown(function() if eng then eng:stop() end end)
+
+    local function get(cookie)
+      return assert(H.request("GET", eng.url .. "/v1/enrich?provider=amperity", { Cookie = cookie }))
+    end
+    local function track(cookie)
+      return assert(H.request("POST", eng.url .. "/v1/t", { ["content-type"] = "application/json",
+        ["x-pipeline-key"] = "dk_test_hub", origin = ORIGIN, cookie = cookie },
+        cjson.encode({ type = "track", event = "Signed", anonymousId = "anon-signed" })))
+    end
+
+    it("hands the profile slice only to a cookie this engine signed", function()
+      assert.equal("Value Hunter", H.json(get("_dfdid=" .. signed("dfid_hub_jane"))).attributes.Persona)
+      -- an id picked by the client, unsigned or signed with another secret, is nobody
+      for _, forged in ipairs({ "dfid_hub_jane", signed("dfid_hub_jane", "another-secret-of-32-characters-xx"),
+                                signed("dfid_hub_jane"):sub(1, -2) .. "0", signed("dfid_hub_jane"):upper() }) do
+        assert.equal('{"provider":"amperity","attributes":{}}', get("_dfdid=" .. forged).body, forged)
+      end
+    end)
+
+    it("mints signed cookies, keeps a signed one, and replaces a forged one", function()
+      local res = track(nil)
+      assert.equal(200, res.status, res.body)
+      local value = res.headers["set-cookie"]:match("^_dfdid=([^;]+)")
+      local id = value:match("^(dfid_%x+)%.%x+$")
+      assert.equal(32, #value - #id - 1)
+      assert.equal(signed(id), value)
+      res = track("_dfdid=" .. value)
+      assert.is_nil(res.headers["set-cookie"])
+      res = track("_dfdid=dfid_hub_jane")
+      local fresh = res.headers["set-cookie"]:match("^_dfdid=(dfid_%x+)%.")
+      assert.is_string(fresh)
+      assert.are_not.equal("dfid_hub_jane", fresh)
+      local ids = {}
+      for _, e in ipairs(H.raw_entries("dk_test_hub")) do
+        if e.ev.event == "Signed" then ids[#ids + 1] = e.ev.canonical_id end
+      end
+      assert.same({ id, id, fresh }, ids)
+    end)
+
+    it("accepts a cookie signed with cookie_secret_previous and signs it again with cookie_secret", function()
+      local res = track("_dfdid=" .. signed("dfid_rotated", PREVIOUS))
+      assert.equal(200, res.status)
+      assert.equal(signed("dfid_rotated"), res.headers["set-cookie"]:match("^_dfdid=([^;]+)"))
+      assert.equal("Value Hunter", H.json(get("_dfdid=" .. signed("dfid_hub_jane", PREVIOUS))).attributes.Persona)
+    end)
+  end)
 end)

@@ -75,7 +75,7 @@ function M.init(ctx, router)
       return http.error(400, "UNKNOWN_PROVIDER", 'unknown provider "' .. provider:sub(1, 40)
         .. '" (supported: ' .. SUPPORTED .. ")", h)
     end
-    local id = visitor.read_cookie(req)   -- never minted here
+    local id = visitor.read_cookie(ctx, req)   -- never minted here
     local attrs = "{}"
     if id and id ~= "" then
       local err

@@ -8,7 +8,8 @@
 --                     a path implies, and whether its senders are servers
 --   pipelines         keys, allowed origins, and their Redis key names
 --                     (signal.redis.keys owns the layout)
---   cookie_domain, trusted_proxies, dedupe_ttl_s   from the config file
+--   cookie_domain, cookie_secret(_previous), trusted_proxies, dedupe_ttl_s
+--                                                  from the config file
 --   identity TTL      the stitched traits live as long as the cookie keying them
 --   histogram buckets signal.observe.metrics's, for the request durations
 --
@@ -95,6 +96,7 @@ function M.config(ctx, redis)
     redis = redis, routes = M.ROUTES, pipelines = pipelines,
     dedupe_ttl = cfg.dedupe_ttl_s or 86400, identity_ttl = limits.cookie_max_age,
     cookie_domain = cfg.cookie_domain, trusted_proxies = cfg.trusted_proxies or {},
+    cookie_secret = cfg.cookie_secret, cookie_secret_previous = cfg.cookie_secret_previous,
     buckets = metrics.BUCKETS,
   }
 end

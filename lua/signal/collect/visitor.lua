@@ -4,9 +4,11 @@
 -- routes, the admin API's throttle).
 --
 --   visitor.canonical_id(ctx, req[, mint]) → id, set_cookie_header | nil
---       the _dfdid cookie; when absent (and mint ~= false) a new
---       "dfid_<32 hex>" id and the Set-Cookie header that plants it
---   visitor.read_cookie(req)              → id | nil   (never mints)
+--       the _dfdid cookie's visitor id; when absent (and mint ~= false) a
+--       new "dfid_<32 hex>" id and the Set-Cookie header that plants it
+--       (signed when cookie_secret is set)
+--   visitor.read_cookie(ctx, req)         → id | nil   (never mints; with
+--                                           cookie_secret, only a signed id)
 --   visitor.client_ip(ctx, req)           → address (X-Forwarded-For honoured
 --                                           only from cfg.trusted_proxies)
 --   visitor.is_https(ctx, req)            → true when a trusted proxy says
@@ -37,19 +39,33 @@ local function proxies_of(cfg)
   return p
 end
 
--- read_cookie(req) → the _dfdid value, or nil
-function M.read_cookie(req)
-  return C.read_cookie(req.headers.cookie)
+-- Per cfg: the secrets that sign the cookie, current first (nil: unsigned).
+local secrets = setmetatable({}, { __mode = "k" })
+
+local function secrets_of(cfg)
+  if not cfg.cookie_secret then return nil end
+  local s = secrets[cfg]
+  if not s then
+    s = { cfg.cookie_secret, cfg.cookie_secret_previous }
+    secrets[cfg] = s
+  end
+  return s
+end
+
+-- read_cookie(ctx, req) → the _dfdid visitor id, or nil
+function M.read_cookie(ctx, req)
+  return (C.read_cookie(req.headers.cookie, secrets_of(ctx.cfg)))
 end
 
 -- canonical_id(ctx, req[, mint]) → id, set_cookie_header | nil. With
 -- mint == false an absent cookie gives nil (a visitor without the cookie is
 -- simply unknown to the identity hub).
 function M.canonical_id(ctx, req, mint)
-  local id = C.read_cookie(req.headers.cookie)
-  if id ~= nil or mint == false then return id, nil end
-  id = C.visitor_id()
-  return id, C.set_cookie(id, M.is_https(ctx, req), ctx.cfg.cookie_domain)
+  local keys = secrets_of(ctx.cfg)
+  local id, resign = C.read_cookie(req.headers.cookie, keys)
+  if (id ~= nil and not resign) or (id == nil and mint == false) then return id, nil end
+  id = id or C.visitor_id()
+  return id, C.set_cookie(id, M.is_https(ctx, req), ctx.cfg.cookie_domain, keys)
 end
 
 M.parse_ip = C.parse_ip

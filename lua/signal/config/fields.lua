@@ -128,6 +128,16 @@ local function no_space(v)
   return true
 end
 
+-- The cookie secret signs every visitor id: as hard to guess as a key.
+M.COOKIE_SECRET_MIN = 32
+local function strong_secret(v)
+  if #v < M.COOKIE_SECRET_MIN then
+    return nil, "must be at least " .. M.COOKIE_SECRET_MIN .. " characters of a random string (e.g. the output"
+      .. " of `openssl rand -hex 32`), got " .. #v
+  end
+  return true
+end
+
 -- The admin API can read every event and replay dead letters: its token must
 -- not be guessable (24 characters of a random string are ~140 bits of hex).
 M.ADMIN_TOKEN_MIN = 24
@@ -253,6 +263,13 @@ M.schema = {
       description = "IPs/CIDRs of proxies whose X-Forwarded-For is honoured." },
     { name = "cookie_domain", type = "string", non_empty = true, checks = { cookie_domain },
       description = "Domain attribute of the _dfdid cookie (default: host-only)." },
+    { name = "cookie_secret", type = "string", secret = true, checks = { strong_secret },
+      description = "Signs the _dfdid cookie (HMAC-SHA256), so a client cannot pick another visitor's"
+        .. " id; unsigned or badly signed cookies are replaced by a new id. At least 32 characters;"
+        .. " unset: the cookie is not signed." },
+    { name = "cookie_secret_previous", type = "string", secret = true, checks = { strong_secret },
+      description = "The former cookie_secret while rotating: cookies it signed are still accepted and"
+        .. " set again signed with cookie_secret." },
     { name = "identity_hub", type = "record", default = {},
       fields = {
         { name = "org_id", type = "string", non_empty = true, checks = { name_token },
@@ -291,6 +308,13 @@ M.schema = {
           description = "Destinations of this pipeline's events." },
       } },
       description = "Pipelines: a key, allowed origins and integrations." },
+  },
+  entity_checks = {
+    function(cfg, report)
+      if cfg.cookie_secret_previous and not cfg.cookie_secret then
+        report("cookie_secret_previous", "is set without cookie_secret (the secret cookies are signed with now)")
+      end
+    end,
   },
 }
 
