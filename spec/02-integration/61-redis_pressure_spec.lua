@@ -106,3 +106,76 @@ describe("an engine whose Redis is out of memory", function()
     end, 15, "live events recorded again once Redis has room")
   end)
 end)
+
+describe("live events in bytes", function()
+  local redis, r, small, big
+  local PK_SMALL, PK_BIG = "dk_test_live_small", "dk_test_live_big"
+
+  setup(function()
+    redis = H.redis_server()
+    r = assert(core.redis.connect(redis.url))
+    small = H.engine({ redis = redis.url, workers = 1, live_events_max_bytes = 20000, pipelines = { { key = PK_SMALL } } })
+    big = H.engine({ redis = redis.url, workers = 1, pipelines = { { key = PK_BIG } } })
+  end)
+  teardown(function()
+    if small then small:stop() end
+    if big then big:stop() end
+    if r then r:close() end
+    if redis then redis:stop() end
+  end)
+
+  local function send(eng, pk, id, pad)
+    local res = H.post(eng, "/v1/t", cjson.encode({ type = "track", event = "Viewed", anonymousId = "a-3",
+      messageId = id, properties = { pad = string.rep("p", pad) } }), { ["X-Pipeline-Key"] = pk })
+    assert.equal(200, res.status, res.body)
+  end
+
+  -- what the live records of pk take: ids listed, their bytes (field names
+  -- and values, as stored), the recorded sizes and total
+  local function usage(pk)
+    local list = "signal:{" .. pk .. "}:live"
+    local ids = r:call("LRANGE", list, 0, -1)
+    local bytes = 0
+    for _, id in ipairs(ids) do
+      for _, v in ipairs(r:call("HGETALL", list .. ":" .. id)) do bytes = bytes + #v end
+    end
+    local sizes = r:call("HGETALL", "signal:{" .. pk .. "}:livesize")
+    local sum, n = 0, 0
+    for i = 2, #sizes, 2 do sum, n = sum + tonumber(sizes[i]), n + 1 end
+    return { ids = ids, bytes = bytes, sizes = n, sum = sum,
+             total = tonumber(r:call("GET", "signal:{" .. pk .. "}:livebytes")) }
+  end
+
+  it("keeps a pipeline's live records within live_events_max_bytes, dropping the oldest", function()
+    for i = 1, 40 do send(small, PK_SMALL, "small-" .. i, 2000) end
+    local u = H.eventually(function()
+      local x = usage(PK_SMALL)
+      return x.ids[1] == "small-40" and x
+    end, 15, "the newest event recorded")
+    assert.is_true(#u.ids >= 2 and #u.ids < 20, #u.ids .. " records kept")
+    assert.is_true(u.bytes <= 20000, u.bytes .. " bytes kept")
+    assert.equal(u.bytes, u.total)
+    assert.equal(u.bytes, u.sum)
+    assert.equal(#u.ids, u.sizes)
+    -- the dropped records are gone, not left for their TTL
+    assert.equal(0, r:call("EXISTS", "signal:{" .. PK_SMALL .. "}:live:small-1"))
+  end)
+
+  it("takes at most 5% of Redis's maxmemory", function()
+    local info = r:call("INFO", "memory")
+    local used = tonumber(info:match("\nused_memory:(%d+)"))
+    local maxmemory = math.max(8 * 1024 * 1024, used * 3)
+    assert(r:call("CONFIG", "SET", "maxmemory", tostring(maxmemory)))
+    local budget = math.floor(maxmemory * 0.05)
+    local n = 0
+    local u = H.eventually(function()
+      n = n + 1
+      send(big, PK_BIG, "big-" .. n, 30000)
+      local x = usage(PK_BIG)
+      return n * 30000 > 2 * budget and x.ids[1] == "big-" .. n and x.total and x.total <= budget and x
+    end, 30, "live records within 5% of maxmemory")
+    assert.is_true(#u.ids < n / 2, #u.ids .. " of " .. n .. " kept")
+    assert.equal(u.bytes, u.total)
+    assert(r:call("CONFIG", "SET", "maxmemory", "0"))
+  end)
+end)

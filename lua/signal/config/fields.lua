@@ -296,6 +296,9 @@ M.schema = {
         .. " windows of this length, the current and the previous one, so for up to twice as long (0: off)." },
     { name = "live_events_max", type = "integer", min = 0, default = 1000,
       description = "Recent events kept per pipeline for the live view." },
+    { name = "live_events_max_bytes", type = "integer", min = 1024, default = 64 * 1024 * 1024,
+      description = "Bytes the live view's recent events may take per pipeline; when Redis has a"
+        .. " maxmemory, at most 5% of it. The oldest events go first." },
     { name = "pipelines", type = "array", required = true, unique = "key",
       elements = { type = "record", fields = {
         { name = "key", type = "string", required = true, non_empty = true, checks = { name_token },

@@ -91,31 +91,57 @@ local function fast_scrub(s)
 end
 M.scrub = fast_scrub
 
--- KEYS[1] the list; ARGV[1] cap, ARGV[2] TTL (s), ARGV[3..] ids (oldest
--- first) → number of records trimmed. The record keys are the list key plus
+-- Size control: the list holds at most cap (live_events_max) records and
+-- their bytes at most budget() — live_events_max_bytes, or BUDGET_SHARE of
+-- Redis's maxmemory when that is less. Each record's size (its field names
+-- and values) is kept in the HASH queue.live_sizes(pk), their sum in the
+-- string queue.live_bytes(pk); a push drops the oldest records until both
+-- limits hold again.
+
+-- KEYS[1] the list, KEYS[2] the sizes, KEYS[3] the total; ARGV[1] cap,
+-- ARGV[2] TTL (s), ARGV[3] byte budget, ARGV[4..] id, bytes (oldest first)
+-- → number of records trimmed. The record keys are the list key plus
 -- ":<id>" (queue.live_record), in the list's hash slot.
 M.PUSH_SCRIPT = [[
-local list, cap, ttl = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
-for i = 3, #ARGV do
-  redis.call('LPUSH', list, ARGV[i])
-  redis.call('EXPIRE', list .. ':' .. ARGV[i], ttl)
+local list, sizes, total_key = KEYS[1], KEYS[2], KEYS[3]
+local cap, ttl, budget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local total = tonumber(redis.call('GET', total_key)) or 0
+for i = 4, #ARGV, 2 do
+  local id, b = ARGV[i], tonumber(ARGV[i + 1])
+  redis.call('LPUSH', list, id)
+  redis.call('EXPIRE', list .. ':' .. id, ttl)
+  total = total + b - (tonumber(redis.call('HGET', sizes, id)) or 0)
+  redis.call('HSET', sizes, id, b)
 end
-local n = redis.call('LLEN', list)
-if n > cap then
-  local old = redis.call('LRANGE', list, cap, -1)
-  redis.call('LTRIM', list, 0, cap - 1)
-  for _, id in ipairs(old) do redis.call('DEL', list .. ':' .. id) end
+local n, trimmed = redis.call('LLEN', list), 0
+while n > 0 and (n > cap or total > budget) do
+  local id = redis.call('RPOP', list)
+  total = total - (tonumber(redis.call('HGET', sizes, id)) or 0)
+  redis.call('HDEL', sizes, id)
+  redis.call('DEL', list .. ':' .. id)
+  n, trimmed = n - 1, trimmed + 1
 end
+if total < 0 then total = 0 end
+redis.call('SET', total_key, total, 'EX', ttl)
 redis.call('EXPIRE', list, ttl)
-return n > cap and n - cap or 0
+redis.call('EXPIRE', sizes, ttl)
+return trimmed
 ]]
 
--- KEYS: records; ARGV: field, value per key → number written
+-- KEYS[1] the sizes, KEYS[2] the total, KEYS[3..] records; ARGV[1] the
+-- length of a record key's prefix (list key and ":"), then field, value
+-- per record → number written
 M.ADD_SCRIPT = [[
-local n = 0
-for i = 1, #KEYS do
+local n, prefix = 0, tonumber(ARGV[1])
+for i = 3, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then
-    redis.call('HSET', KEYS[i], ARGV[2 * i - 1], ARGV[2 * i])
+    local f, v = ARGV[2 * i - 4], ARGV[2 * i - 3]
+    redis.call('HSET', KEYS[i], f, v)
+    local id = string.sub(KEYS[i], prefix + 1)
+    if redis.call('HEXISTS', KEYS[1], id) == 1 then
+      redis.call('HINCRBY', KEYS[1], id, #f + #v)
+      redis.call('INCRBY', KEYS[2], #f + #v)
+    end
     n = n + 1
   end
 end
@@ -133,19 +159,42 @@ function M.encode(v)
   return fast_scrub(cjson.encode(tostring(v)))
 end
 
+M.MAX_BYTES = 64 * 1024 * 1024
+M.BUDGET_SHARE = 0.05
+
+local max_bytes, maxmemory = M.MAX_BYTES, nil
+
+-- configure(max_bytes): the configured byte cap (live_events_max_bytes)
+function M.configure(bytes)
+  max_bytes = bytes or M.MAX_BYTES
+end
+
+-- budget() → the bytes live records may take: the configured cap, or
+-- BUDGET_SHARE of Redis's maxmemory (as last read by watch) when less
+function M.budget()
+  if maxmemory and maxmemory > 0 then return math.min(max_bytes, math.floor(maxmemory * M.BUDGET_SHARE)) end
+  return max_bytes
+end
+
 -- Appends the commands recording a batch of processed events to `cmds`.
 -- records: list of { id = message_id, fields = { "t", ms, "in", json, … } }
 -- Needs the push script's sha (live.PUSH:ensure(redis)) in `push_sha`.
 function M.batch_commands(cmds, pk, cap, records, push_sha)
   if cap <= 0 or #records == 0 then return end
-  local list = queue.live(pk)
-  local push = { "EVALSHA", push_sha, 1, list, cap, M.TTL_S }
+  local push = { "EVALSHA", push_sha, 3, queue.live(pk), queue.live_sizes(pk), queue.live_bytes(pk),
+                 cap, M.TTL_S, M.budget() }
   for _, rec in ipairs(records) do
     local h = { "HSET", queue.live_record(pk, rec.id) }
     local f = rec.fields
-    for i = 1, #f do h[#h + 1] = f[i] end
+    local bytes = 0
+    for i = 1, #f do
+      local v = tostring(f[i])
+      h[#h + 1] = v
+      bytes = bytes + #v
+    end
     cmds[#cmds + 1] = h
     push[#push + 1] = rec.id
+    push[#push + 1] = bytes
   end
   cmds[#cmds + 1] = push
 end
@@ -166,36 +215,41 @@ local paused = false
 
 function M.paused() return paused end
 
--- KEYS[1] a pipeline's live list → records deleted (the list too)
+-- KEYS[1] a pipeline's live list, KEYS[2] its sizes, KEYS[3] its total
+-- → records deleted (the list, sizes and total too)
 M.DROP_SCRIPT = [[
 local ids = redis.call('LRANGE', KEYS[1], 0, -1)
 for _, id in ipairs(ids) do redis.call('UNLINK', KEYS[1] .. ':' .. id) end
-redis.call('UNLINK', KEYS[1])
+redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3])
 return #ids
 ]]
 M.DROP = redis_script.new(M.DROP_SCRIPT)
 
--- memory_share(redis) → used_memory / maxmemory, or nil (no limit, or unknown)
+-- memory_share(redis) → used_memory / maxmemory, or nil (no limit, or
+-- unknown); and maxmemory (0: no limit)
 function M.memory_share(redis)
   local info = redis:call("INFO", "memory")
   if type(info) ~= "string" then return nil end
   local used = tonumber(info:match("\nused_memory:(%d+)"))
   local max = tonumber(info:match("\nmaxmemory:(%d+)"))
-  if not used or not max or max == 0 then return nil end
-  return used / max
+  if not used or not max or max == 0 then return nil, max end
+  return used / max, max
 end
 
 -- watch(redis, pipelines, drop): the pressure task of one worker; drop =
 -- true in one worker per process (it frees the records)
 function M.watch(redis, pipelines, drop)
   while not core.stopping() do
-    local share = M.memory_share(redis)
+    local share, max = M.memory_share(redis)
+    if max then maxmemory = max end
     if share and not paused and share >= M.PAUSE_AT then
       paused = true
       log.warn("Redis is near its memory limit: live events paused and cleared",
         { used_share = math.floor(share * 100) / 100 })
       if drop then
-        for _, pk in ipairs(pipelines) do M.DROP:call(redis, 1, queue.live(pk)) end
+        for _, pk in ipairs(pipelines) do
+          M.DROP:call(redis, 3, queue.live(pk), queue.live_sizes(pk), queue.live_bytes(pk))
+        end
       end
     elseif paused and (share == nil or share < M.RESUME_AT) then
       paused = false
@@ -216,12 +270,13 @@ end
 -- items: list of { message_id, field, json }.
 function M.requests_command(pk, items, add_sha)
   local n = #items
-  local cmd = { "EVALSHA", add_sha, n }
-  for i = 1, n do cmd[3 + i] = queue.live_record(pk, items[i][1]) end
-  local base = 3 + n
+  local cmd = { "EVALSHA", add_sha, n + 2, queue.live_sizes(pk), queue.live_bytes(pk) }
+  for i = 1, n do cmd[5 + i] = queue.live_record(pk, items[i][1]) end
+  local base = 5 + n
+  cmd[base + 1] = #queue.live(pk) + 1
   for i = 1, n do
-    cmd[base + 2 * i - 1] = items[i][2]
-    cmd[base + 2 * i] = items[i][3]
+    cmd[base + 2 * i] = items[i][2]
+    cmd[base + 2 * i + 1] = items[i][3]
   end
   return cmd
 end

@@ -372,6 +372,7 @@ function M.init(ctx)
   local lib = reload.init { presets_dir = presets_dir, scripts_dir = cfg.scripts_dir }
 
   live.set_secrets(require("signal.config").secrets(cfg))
+  live.configure(cfg.live_events_max_bytes)
   M.states = {}
   local settings = consumer.settings(cfg)
   if core.in_engine and (cfg.live_events_max or 0) > 0 then

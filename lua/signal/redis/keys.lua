@@ -39,6 +39,10 @@ function M.dedupe(pk, window) return k(pk, "dedupe", window) end
 function M.identity(pk, canonical_id) return k(pk, "id", canonical_id) end
 function M.live(pk) return k(pk, "live") end
 function M.live_record(pk, message_id) return k(pk, "live", message_id) end
+-- the live records' sizes (HASH message_id → bytes) and their sum: not under
+-- "live:" (message ids are the client's, so any name there could be one)
+function M.live_sizes(pk) return k(pk, "livesize") end
+function M.live_bytes(pk) return k(pk, "livebytes") end
 
 -- Converts a flat XRANGE/XREADGROUP field list { "ev", "…", "in", "…" } to a map.
 function M.fields(list)
