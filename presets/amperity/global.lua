@@ -26,6 +26,13 @@ local function ga_client_id(v)
   return v:match("^GA%d+%.%d+%.(.+)$") or v
 end
 
+-- Some fields mean something for one type of call only: a page call's
+-- category, and traits, which describe the group in a group call and the
+-- person in every other.
+local function on_page(v, e) if e.type == "page" then return v end end
+local function on_group(v, e) if e.type == "group" then return v end end
+local function on_person(v, e) if e.type ~= "group" then return v end end
+
 return {
   integration = "amperity",
   name = "global",
@@ -43,6 +50,29 @@ return {
     { source = { "traits.first_name", "traits.firstName" }, target = "first_name" },
     { source = { "traits.last_name", "traits.lastName" }, target = "last_name" },
     { source = "group_id", target = "group_id" },
+    { source = "previous_id", target = "previous_id" },   -- alias: the id being merged
+
+    -- The person (Segment's reserved identify traits)
+    { source = "traits.name", target = "full_name", fn = on_person },
+    { source = "traits.username", target = "username", fn = on_person },
+    { source = "traits.title", target = "job_title", fn = on_person },
+    { source = "traits.birthday", target = "birthday", fn = on_person },
+    { source = "traits.gender", target = "gender", fn = on_person },
+    { source = "traits.age", target = "age", fn = on_person },
+    { source = "traits.address.street", target = "address_street", fn = on_person },
+    { source = "traits.address.city", target = "address_city", fn = on_person },
+    { source = "traits.address.state", target = "address_state", fn = on_person },
+    { source = { "traits.address.postal_code", "traits.address.postalCode" }, target = "address_postal_code",
+      fn = on_person },
+    { source = "traits.address.country", target = "address_country", fn = on_person },
+    { source = "traits.company.name", target = "company_name", fn = on_person },
+
+    -- The group (Segment's reserved group traits)
+    { source = "traits.name", target = "group_name", fn = on_group },
+    { source = "traits.industry", target = "group_industry", fn = on_group },
+    { source = "traits.employees", target = "group_employees", fn = on_group },
+    { source = "traits.plan", target = "group_plan", fn = on_group },
+    { source = "traits.website", target = "group_website", fn = on_group },
 
     -- Event
     { source = "message_id", target = "message_id" },
@@ -65,6 +95,7 @@ return {
     { source = "context.page.referrer", target = "page_referrer" },
     { source = "context.page.title", target = "page_title" },
     { source = "context.page.search", target = "page_search" },
+    { source = "category", target = "page_category", fn = on_page },
 
     -- Session
     { source = "context.session.id", target = "session_id" },

@@ -13,7 +13,7 @@
 --   partner_attrs.<provider>.*                      (provider + attribute)
 --   event, type, name, user_id, anonymous_id, canonical_id, message_id,
 --   timestamp, received_at, sent_at, group_id, previous_id, pipeline_key,
---   and the flat fields enrichment providers set    (flat: no more segments)
+--   category, and the flat fields enrichment providers set    (flat: no more segments)
 -- A segment made only of digits indexes an array (1-based, as in Lua), so
 -- `properties.items.1.item_id` reads the first GA4 item. Keys under
 -- properties/traits/partner_attrs are the customer's own and are kept
@@ -39,6 +39,7 @@ local FLAT_FIELDS = {
   event = true, type = true, name = true, user_id = true, anonymous_id = true,
   canonical_id = true, message_id = true, timestamp = true, received_at = true,
   sent_at = true, group_id = true, previous_id = true, pipeline_key = true,
+  category = true,   -- a page call's category
 }
 
 local function sorted_keys(t)
