@@ -173,11 +173,18 @@ static int push_result(lua_State *L, http_op *op)
         lua_pushstring(L, msg);
         return 2;
     }
-    long status = 0;
+    long status = 0, connects = 0, version = 0;
     curl_easy_getinfo(op->easy, CURLINFO_RESPONSE_CODE, &status);
-    lua_createtable(L, 0, 3);
+    /* 0 when the request went over a kept-alive (or multiplexed) connection */
+    curl_easy_getinfo(op->easy, CURLINFO_NUM_CONNECTS, &connects);
+    curl_easy_getinfo(op->easy, CURLINFO_HTTP_VERSION, &version);
+    lua_createtable(L, 0, 5);
     lua_pushinteger(L, status);
     lua_setfield(L, -2, "status");
+    lua_pushinteger(L, connects);
+    lua_setfield(L, -2, "new_connections");
+    lua_pushstring(L, version == CURL_HTTP_VERSION_2_0 ? "2" : version == CURL_HTTP_VERSION_1_0 ? "1.0" : "1.1");
+    lua_setfield(L, -2, "http_version");
     lua_pushlstring(L, op->resp.data ? op->resp.data : "", op->resp.len);
     lua_setfield(L, -2, "body");
     lua_newtable(L);

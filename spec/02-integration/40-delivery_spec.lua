@@ -165,6 +165,21 @@ return {
     assert.equal(r.body, ev.requests[1].body)
   end)
 
+  it("keeps vendor connections alive: far fewer connections opened than requests sent", function()
+    local series = '{integration="amperity",pipeline="dk_ok"}'
+    local before = K.metric(engine, "signal_vendor_connections_opened_total" .. series) or 0
+    local sent_before = K.metric(engine, 'signal_deliveries_total{integration="amperity",pipeline="dk_ok",status="202"}')
+      or 0
+    local mids = K.send_many(engine, "dk_ok", 60)
+    K.wait_delivered(sb, mids, "esm-demo")
+    local sent = H.eventually(function()
+      local n = K.metric(engine, 'signal_deliveries_total{integration="amperity",pipeline="dk_ok",status="202"}')
+      return n and n - sent_before >= 60 and n - sent_before
+    end, 10, "the deliveries counted")
+    local opened = (K.metric(engine, "signal_vendor_connections_opened_total" .. series) or 0) - before
+    assert.is_true(opened < sent / 3, opened .. " connections opened for " .. sent .. " requests")
+  end)
+
   it("treats 204 as delivered and warns that the stream is in drop mode", function()
     local mid = K.send(engine, "dk_drop")
     K.wait_delivered(sb, { mid }, "esm-drop")

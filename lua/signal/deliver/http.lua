@@ -9,7 +9,8 @@
 --     classify(status, body) → "delivered" | "retry" | "permanent" | "dropped"
 --              (only called with a status; network errors are always "retry")
 --   outcome = { class, status, error, retry_after_s, label, response,
---               request = { method, url, headers }, duration_s }
+--               request = { method, url, headers }, duration_s,
+--               new_connections (0 on a reused connection), http_version }
 --
 -- `label` is the metrics label of the outcome: the status code, or the kind
 -- of network failure (timeout, dns, connect, tls, error). `response` is the
@@ -87,6 +88,7 @@ function M.post(req, timeout_ms, classify)
     return out
   end
   out.status, out.label = res.status, tostring(res.status)
+  out.new_connections, out.http_version = res.new_connections, res.http_version
   out.response = M.truncate(res.body, M.RESPONSE_MAX)
   out.body = res.body
   out.class = classify(res.status, res.body)

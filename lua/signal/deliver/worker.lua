@@ -142,6 +142,9 @@ local function send_batch(ds, batch)
   local n = #batch
   metrics.inc("signal_deliveries_total", outcome.labels(ds, o.label), n)
   metrics.observe("signal_delivery_request_duration_seconds", ds.labels, o.duration_s)
+  if (o.new_connections or 0) > 0 then
+    metrics.inc("signal_vendor_connections_opened_total", ds.labels, o.new_connections)
+  end
   local ok = o.class == "delivered" or o.class == "dropped"
   if ok then circuit.delivered(ds) end
   if o.class == "dropped" then

@@ -76,6 +76,8 @@ M.HELP = {
   signal_queue_lag = "Entries not yet read by the consumer group.",
   signal_retry_scheduled = "Payloads waiting in the retry schedule.",
   signal_dead_letter_depth = "Entries in a dead-letter stream.",
+  signal_vendor_connections_opened_total = "Connections opened to vendors (a request over a kept-alive"
+    .. " connection opens none).",
   signal_delivery_backlog = "Payloads not yet delivered: in the delivery stream or the retry schedule.",
   signal_delivery_lag_seconds = "Age of the oldest payload in the delivery stream, since it was accepted.",
   signal_delivery_oldest_pending_seconds = "Age of the oldest payload not yet delivered (stream or retry"
